@@ -37,8 +37,8 @@ def setup_logging(verbose: bool = False) -> None:
 # ----------------------------------------------------------------------------- reading
 
 
-def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
-    """Yield (line number, object) for each non-blank line; a bad line raises InputError naming file:line."""
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict | None, str | None]]:
+    """Yield (line number, object, None) for good lines and (line number, None, reason) for bad ones."""
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
             if not line.strip():
@@ -46,10 +46,20 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(obj, dict):
-                raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
-            yield lineno, obj
+                yield lineno, None, f"not valid JSON ({e.msg} at column {e.colno})"
+                continue
+            if isinstance(obj, dict):
+                yield lineno, obj, None
+            else:
+                yield lineno, None, f"expected a JSON object, got {type(obj).__name__}"
+
+
+def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """Yield (line number, object); a bad line raises InputError naming file:line."""
+    for lineno, obj, problem in iter_jsonl(path):
+        if problem:
+            raise InputError(f"{path}:{lineno}: {problem}")
+        yield lineno, obj
 
 
 def read_json(path: str | Path, what: str, fix: str) -> object:

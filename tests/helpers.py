@@ -1,0 +1,41 @@
+"""Small builders shared by the tests: chat rows, a tiny tiktoken encoding, running a script's main()."""
+
+import json
+from pathlib import Path
+
+import tiktoken
+
+PARAGRAPH = "Hash tables map each key to a slot. A lookup costs the same however many keys there are. "
+
+
+def chat_row(
+    user: str,
+    answer: str = "**Analogy:** A library.\n\n**Explanation:** Each book has a shelf.",
+    paper_id: str | None = "p1",
+    section: int = 0,
+) -> dict:
+    row = {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]}
+    if paper_id is not None:
+        row["meta"] = {"paper_id": paper_id, "section": section, "chunk": 0, "key": f"{paper_id}:{section}"}
+    return row
+
+
+def write_rows(path: Path, rows: list) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+def read_rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def tiny_tiktoken() -> tiktoken.Encoding:
+    """A byte-level encoding with a few merges: tiktoken's real machinery, no download."""
+    ranks = {bytes([b]): b for b in range(256)}
+    for word in ["the", "ke", "key", " a", "sh", "hash", "ta", "table", "lo", "look"]:
+        ranks.setdefault(word.encode(), len(ranks))
+    pattern = r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*"""
+    pattern += r"""|\s*[\r\n]|\s+(?!\S)|\s+"""  # cl100k_base's split pattern
+    return tiktoken.Encoding(name="tiny", pat_str=pattern, mergeable_ranks=ranks, special_tokens={})
+

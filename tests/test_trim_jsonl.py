@@ -1,0 +1,135 @@
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+from helpers import PARAGRAPH, chat_row, read_rows, tiny_tiktoken, write_rows
+from mlx_lm.utils import load_tokenizer
+
+import trim_jsonl
+from trim_jsonl import TEMPLATE_BASE_TOKENS, TEMPLATE_TOKENS_PER_MESSAGE, TiktokenCounter
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from tiny_model import build_tiny_llama
+
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny"))
+
+
+def exact_length(tokenizer, row) -> int:
+    """What mlx_lm's ChatDataset feeds the trainer, counted independently of trim_jsonl."""
+    return len(tokenizer.apply_chat_template(row["messages"], return_dict=False))
+
+
+def long_user_text(paragraphs: int) -> str:
+    return "Explain this like I'm 5:\n" + "\n\n".join(f"Part {i}. " + PARAGRAPH * 2 for i in range(paragraphs))
+
+
+def test_drop_keeps_only_rows_that_fit_by_the_exact_chat_template_count(tmp_path, tiny_model, capsys):
+    rows = [chat_row(long_user_text(n), paper_id=f"p{n}") for n in (1, 2, 8, 30)]
+    src = write_rows(tmp_path / "eli5.jsonl", rows)
+    assert trim_jsonl.main([str(src), "--max-tokens", "400", "--tokenizer", str(tiny_model)]) == 0
+    kept = read_rows(tmp_path / "eli5_400.jsonl")
+    tokenizer = load_tokenizer(tiny_model)
+    assert [r["meta"]["paper_id"] for r in kept] == ["p1", "p2"]
+    assert all(exact_length(tokenizer, r) <= 400 for r in kept)
+    assert all(exact_length(tokenizer, r) > 400 for r in rows[2:])  # the dropped ones really were too long
+    assert "2 kept (2 too_long)" in capsys.readouterr().out
+
+
+def test_truncate_cuts_user_text_at_a_boundary_and_never_the_answer(tmp_path, tiny_model, capsys):
+    row = chat_row(long_user_text(30))
+    src = write_rows(tmp_path / "intuitive.jsonl", [row, chat_row(long_user_text(1), paper_id="p2")])
+    assert (
+        trim_jsonl.main([str(src), "--max-tokens", "400", "--tokenizer", str(tiny_model), "--overflow", "truncate"])
+        == 0
+    )
+    cut, short = read_rows(tmp_path / "intuitive_400.jsonl")
+    tokenizer = load_tokenizer(tiny_model)
+    user = cut["messages"][0]["content"]
+    assert exact_length(tokenizer, cut) <= 400
+    assert cut["messages"][1] == row["messages"][1]  # the answer is untouched
+    assert user.endswith(trim_jsonl.TRUNCATION_MARK)
+    assert user.removesuffix(trim_jsonl.TRUNCATION_MARK).endswith(".")  # cut after a sentence
+    assert row["messages"][0]["content"].startswith(user.removesuffix(trim_jsonl.TRUNCATION_MARK))
+    assert "<|" not in user  # no special token leaks into the text
+    assert short == chat_row(long_user_text(1), paper_id="p2")
+    assert "2 kept (1 truncated (kept))" in capsys.readouterr().out
+
+
+def test_tiktoken_estimate_adds_the_measured_llama_template_overhead():
+    encoding = tiny_tiktoken()
+    row = chat_row("the key of a hash table", "look it up")
+    text_tokens = len(encoding.encode_ordinary("the key of a hash table")) + len(encoding.encode_ordinary("look it up"))
+    # 26 fixed template tokens plus 5 for each of the 2 messages
+    assert TiktokenCounter(encoding).count([row]) == [
+        text_tokens + TEMPLATE_BASE_TOKENS + 2 * TEMPLATE_TOKENS_PER_MESSAGE
+    ]
+    assert TEMPLATE_BASE_TOKENS + 2 * TEMPLATE_TOKENS_PER_MESSAGE == 36
+
+
+BAD_ROWS = [
+    ("not json", "not valid JSON"),
+    ('{"meta": {}}', "missing 'messages'"),
+    (
+        '{"messages": [{"role": "robot", "content": "hi"}, {"role": "assistant", "content": "x"}]}',
+        "messages[0] has role 'robot'",
+    ),
+    (
+        '{"messages": [{"role": "user", "content": ["hi"]}, {"role": "assistant", "content": "x"}]}',
+        "messages[0].content is list, not text",
+    ),
+    ('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "  "}]}', "empty assistant"),
+]
+
+
+@pytest.mark.parametrize("bad, reason", BAD_ROWS)
+def test_a_bad_row_stops_the_run_with_file_line_and_reason_and_writes_nothing(tmp_path, tiny_model, bad, reason):
+    src = write_rows(tmp_path / "eli5.jsonl", [chat_row("fine"), bad])
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "trim_jsonl.py"), str(src), "--tokenizer", str(tiny_model)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert f"{src}:2: {reason}" in result.stderr and "--skip-invalid" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["eli5.jsonl"]  # no output, not even a temp file
+
+
+def test_skip_invalid_drops_and_counts_every_kind_of_bad_row(tmp_path, tiny_model, capsys):
+    src = write_rows(tmp_path / "eli5.jsonl", [chat_row("fine")] + [bad for bad, _ in BAD_ROWS])
+    assert trim_jsonl.main([str(src), "--tokenizer", str(tiny_model), "--skip-invalid"]) == 0
+    assert len(read_rows(tmp_path / "eli5_2048.jsonl")) == 1
+    assert "1 kept (5 invalid)" in capsys.readouterr().out
+
+
+def test_rows_without_meta_are_trimmed_too(tmp_path, tiny_model):
+    src = write_rows(tmp_path / "mine.jsonl", [chat_row("a question", paper_id=None)])
+    assert trim_jsonl.main([str(src), "--tokenizer", str(tiny_model)]) == 0
+    assert read_rows(tmp_path / "mine_2048.jsonl") == [chat_row("a question", paper_id=None)]
+
+
+def test_offline_tiktoken_gives_a_clear_message(tmp_path):
+    src = write_rows(tmp_path / "eli5.jsonl", [chat_row("fine")])
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+        "HTTP_PROXY": "http://127.0.0.1:9",
+        "TIKTOKEN_CACHE_DIR": str(tmp_path / "empty-cache"),
+    }
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "trim_jsonl.py"), str(src)], capture_output=True, text=True, timeout=120, env=env
+    )
+    assert result.returncode == 1
+    assert "could not load tiktoken encoding 'cl100k_base'" in result.stderr
+    assert "--tokenizer PATH" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_missing_input_says_which_step_to_run(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "trim_jsonl.py")], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1 and "Run sdg.py first" in result.stderr

@@ -1,0 +1,265 @@
+"""Step 3: make every training conversation fit the trainer's token limit.
+
+Run simply as:
+    $ python trim_jsonl.py                                        # data/{eli5,intuitive,executive}.jsonl
+    $ python trim_jsonl.py --tokenizer mlx-community/Llama-3.2-3B-Instruct-4bit   # exact count
+    $ python trim_jsonl.py data/mine.jsonl --overflow truncate
+
+Reads:  chat JSONL, one {"messages": [...], "meta": {...}} per line ("meta" is optional).
+Writes: <input stem>_<max>.jsonl beside each input, e.g. data/eli5_2048.jsonl, atomically.
+
+Tokens are counted for the whole conversation as mlx_lm.lora sees it:
+  --tokenizer cl100k_base (default)  a tiktoken encoding plus a measured margin for the Llama 3.2 chat template
+  --tokenizer MODEL_OR_FOLDER        that model's tokenizer and chat template, applied exactly as mlx_lm does
+A row over --max-tokens is dropped (default) or, with --overflow truncate, has its user text cut at a
+paragraph or sentence boundary; the assistant answer is never touched and the final length is re-checked.
+"""
+
+import argparse
+import logging
+import re
+import sys
+import time
+from pathlib import Path
+
+from common import PERSONAS, InputError, die, iter_jsonl, percentile, setup_logging, write_jsonl
+
+log = logging.getLogger("trim_jsonl")
+
+# ----------------------------------------------------------------------------- constants
+
+ROLES = {"system", "user", "assistant"}
+TRUNCATION_MARK = "\n\n[…truncated]"
+# Llama 3.2's chat template around the message texts, measured with its real tokenizer
+# (bench/template_margin.py): 26 tokens once (BOS and the default system header with its dates),
+# plus 5 per message (<|start_header_id|>, role, <|end_header_id|>, "\n\n", <|eot_id|>).
+TEMPLATE_BASE_TOKENS = 26
+TEMPLATE_TOKENS_PER_MESSAGE = 5
+# Llama 3's vocabulary extends cl100k_base, so cl100k never counts fewer tokens than Llama 3.2: on 203 real
+# paper sections the ratio was 1.000 to 1.043 (bench/template_margin.py). The estimate errs on the safe side.
+BATCH_ROWS = 1024
+MIN_USER_TOKENS = 64  # a prompt cut shorter than this carries too little paper to be worth training on
+
+# ----------------------------------------------------------------------------- validation
+
+
+def row_problem(row: dict) -> str | None:
+    """Why a row cannot be trained on, or None. Mirrors what mlx_lm's ChatDataset needs."""
+    messages = row.get("messages")
+    if not isinstance(messages, list) or not messages:
+        return "missing 'messages': expected a non-empty list of {role, content}"
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            return f"messages[{i}] is not an object"
+        if message.get("role") not in ROLES:
+            return f"messages[{i}] has role {message.get('role')!r}; expected one of {sorted(ROLES)}"
+        if not isinstance(message.get("content"), str):
+            return f"messages[{i}].content is {type(message.get('content')).__name__}, not text"
+    if messages[-1]["role"] != "assistant" or not messages[-1]["content"].strip():
+        return "empty assistant answer: the last message must be a non-empty assistant reply"
+    if not any(m["role"] == "user" for m in messages):
+        return "no user message"
+    return None
+
+
+def read_rows(path: Path, skip_invalid: bool, dropped: dict) -> list[dict]:
+    """All valid rows of a file; a bad row raises InputError (or is counted, with --skip-invalid)."""
+    rows = []
+    for lineno, row, problem in iter_jsonl(path):
+        problem = problem or row_problem(row)
+        if problem is None:
+            rows.append(row)
+        elif skip_invalid:
+            dropped["invalid"] = dropped.get("invalid", 0) + 1
+        else:
+            raise InputError(f"{path}:{lineno}: {problem}. Fix the row, or pass --skip-invalid to drop it")
+    return rows
+
+
+# ----------------------------------------------------------------------------- token counting
+
+
+class TiktokenCounter:
+    """Fast estimate: message texts encoded in batches, plus the chat template's fixed overhead."""
+
+    def __init__(self, encoding):
+        self.encoding = encoding
+        self.name = f"tiktoken:{encoding.name}"
+
+    def count_text(self, texts: list[str]) -> list[int]:
+        return [len(t) for t in self.encoding.encode_ordinary_batch(texts)]
+
+    def count(self, rows: list[dict]) -> list[int]:
+        texts = [m["content"] for row in rows for m in row["messages"]]
+        lengths = iter(self.count_text(texts))
+        counts = []
+        for row in rows:
+            text_tokens = sum(next(lengths) for _ in row["messages"])
+            overhead = TEMPLATE_BASE_TOKENS + TEMPLATE_TOKENS_PER_MESSAGE * len(row["messages"])
+            counts.append(text_tokens + overhead)
+        return counts
+
+
+class ChatTemplateCounter:
+    """Exact count: the model's own tokenizer and chat template, as mlx_lm's ChatDataset applies them."""
+
+    def __init__(self, tokenizer, name: str):
+        self.tokenizer = tokenizer
+        self.name = name
+
+    def count_text(self, texts: list[str]) -> list[int]:
+        return [len(self.tokenizer.encode(t, add_special_tokens=False)) for t in texts]
+
+    def count(self, rows: list[dict]) -> list[int]:
+        template = self.tokenizer.apply_chat_template
+        return [len(template(row["messages"], tools=row.get("tools"), return_dict=False)) for row in rows]
+
+
+def load_counter(spec: str):
+    """A tiktoken encoding name, or a local folder / Hugging Face id of a model with a chat template."""
+    import tiktoken
+
+    if spec in tiktoken.list_encoding_names():
+        from common import load_tiktoken
+
+        return TiktokenCounter(load_tiktoken(spec))
+    from mlx_lm.utils import load_tokenizer
+
+    try:
+        tokenizer = load_tokenizer(Path(spec) if Path(spec).exists() else spec)
+    except Exception as e:
+        raise InputError(
+            f"could not load tokenizer {spec!r} ({type(e).__name__}: {e}). Pass a tiktoken encoding "
+            f"({', '.join(tiktoken.list_encoding_names())}), a local model folder, or a Hugging Face model id"
+        ) from None
+    if not getattr(tokenizer, "chat_template", None):
+        raise InputError(f"tokenizer {spec!r} has no chat template; mlx_lm needs one to train on chat rows")
+    return ChatTemplateCounter(tokenizer, spec)
+
+
+# ----------------------------------------------------------------------------- truncation
+
+
+def cut_points(text: str) -> list[int]:
+    """Offsets where text may be cut, best first: paragraph ends, then sentence ends (descending)."""
+    paragraphs = [m.start() for m in re.finditer(r"\n\s*\n", text)]
+    sentences = [m.end() for m in re.finditer(r"[.!?][\"')\]]?\s", text)]
+    return sorted(set(paragraphs), reverse=True) + sorted(set(sentences) - set(paragraphs), reverse=True)
+
+
+def truncate_row(row: dict, counter, max_tokens: int) -> dict | None:
+    """Cut the last user message so the row fits max_tokens, or None if no boundary leaves enough of it.
+
+    Cuts happen on the text itself, never on decoded tokens, so no special token can leak into the prompt.
+    """
+    messages = row["messages"]
+    user_index = max(i for i, m in enumerate(messages) if m["role"] == "user")
+    text = messages[user_index]["content"]
+
+    def with_user(content: str) -> dict:
+        new = [dict(m) for m in messages]
+        new[user_index]["content"] = content
+        return {**row, "messages": new}
+
+    # Estimate the cut from the token surplus, then walk back one boundary at a time until it fits.
+    surplus = counter.count([row])[0] - max_tokens
+    keep_chars = int(len(text) * (1 - surplus / max(1, counter.count_text([text])[0]))) - len(TRUNCATION_MARK)
+    for point in (p for p in sorted(set(cut_points(text)), reverse=True) if p <= keep_chars):
+        head = text[:point].rstrip()
+        if counter.count_text([head])[0] < MIN_USER_TOKENS:
+            return None
+        candidate = with_user(head + TRUNCATION_MARK)
+        if counter.count([candidate])[0] <= max_tokens:
+            return candidate
+    return None
+
+
+def trim_rows(rows: list[dict], counter, max_tokens: int, overflow: str, dropped: dict, lengths: list[int]):
+    """Yield the rows that fit (truncating when asked), counting drops by reason and recording kept lengths."""
+    for start in range(0, len(rows), BATCH_ROWS):
+        batch = rows[start : start + BATCH_ROWS]
+        for row, length in zip(batch, counter.count(batch), strict=True):
+            if length > max_tokens and overflow == "truncate":
+                row = truncate_row(row, counter, max_tokens)
+                if row is not None:
+                    length = counter.count([row])[0]
+                    assert length <= max_tokens, f"truncate_row returned {length} > {max_tokens} tokens"
+                    dropped["truncated (kept)"] = dropped.get("truncated (kept)", 0) + 1
+            if row is None or length > max_tokens:
+                dropped["too_long"] = dropped.get("too_long", 0) + 1
+                continue
+            lengths.append(length)
+            yield row
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def output_path(path: Path, max_tokens: int) -> Path:
+    return path.with_name(f"{path.stem}_{max_tokens}.jsonl")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "inputs",
+        nargs="*",
+        type=Path,
+        default=[Path("data") / f"{persona}.jsonl" for persona in PERSONAS],
+        help="chat JSONL files (default: data/eli5.jsonl data/intuitive.jsonl data/executive.jsonl)",
+    )
+    p.add_argument("--max-tokens", type=int, default=2048, help="limit per conversation (default: %(default)s)")
+    p.add_argument(
+        "--tokenizer",
+        default="cl100k_base",
+        help="tiktoken encoding (estimate) or model id / local folder (exact chat-template count) "
+        "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--overflow",
+        choices=["drop", "truncate"],
+        default="drop",
+        help="what to do with a row over --max-tokens (default: %(default)s)",
+    )
+    p.add_argument("--skip-invalid", action="store_true", help="drop malformed rows and count them instead of stopping")
+    p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    return p
+
+
+def trim_file(path: Path, counter, args) -> str:
+    dropped: dict[str, int] = {}
+    lengths: list[int] = []
+    rows = read_rows(path, args.skip_invalid, dropped)
+    out = output_path(path, args.max_tokens)
+    kept = write_jsonl(out, trim_rows(rows, counter, args.max_tokens, args.overflow, dropped, lengths))
+    lengths.sort()
+    reasons = ", ".join(f"{n:,} {reason}" for reason, n in sorted(dropped.items())) or "none dropped"
+    return (
+        f"{path}: {kept:,} kept ({reasons}); tokens p50 {percentile(lengths, 50):,} "
+        f"p95 {percentile(lengths, 95):,} max {lengths[-1] if lengths else 0:,} -> {out}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_logging(args.verbose)
+    if args.max_tokens < MIN_USER_TOKENS * 2:
+        parser.error(f"--max-tokens must be at least {MIN_USER_TOKENS * 2}")
+    missing = [str(p) for p in args.inputs if not p.exists()]
+    if missing:
+        die(f"input not found: {', '.join(missing)}. Run sdg.py first, or name the files to trim")
+    started = time.monotonic()
+    try:
+        counter = load_counter(args.tokenizer)
+        log.info("settings: max_tokens=%d tokenizer=%s overflow=%s", args.max_tokens, counter.name, args.overflow)
+        for path in args.inputs:
+            print(trim_file(path, counter, args))
+    except InputError as e:
+        die(str(e))
+    log.info("done in %.1f s", time.monotonic() - started)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -32,6 +32,8 @@ def setup_logging(verbose: bool = False) -> None:
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
+    for noisy in ("httpx", "google_genai", "google_genai.models"):  # one INFO line per HTTP request otherwise
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 # ----------------------------------------------------------------------------- reading
@@ -149,6 +151,31 @@ def load_tiktoken(name: str):
             f"({type(e).__name__}). Without network access, pass --tokenizer PATH to a local model folder "
             "(any folder with tokenizer.json), or set TIKTOKEN_CACHE_DIR to a folder that already holds it."
         ) from None
+
+
+def load_tokenizer(spec: str):
+    """A tiktoken.Encoding for an encoding name, else the tokenizer (with chat template) of a local model folder
+    or Hugging Face model id, loaded as mlx_lm loads it. Raises InputError saying what to pass instead."""
+    import tiktoken
+
+    if spec in tiktoken.list_encoding_names():
+        return load_tiktoken(spec)
+    from mlx_lm.utils import load_tokenizer as mlx_load_tokenizer
+
+    try:
+        return mlx_load_tokenizer(Path(spec) if Path(spec).exists() else spec)
+    except Exception as e:
+        raise InputError(
+            f"could not load tokenizer {spec!r} ({type(e).__name__}: {e}). Pass a tiktoken encoding "
+            f"({', '.join(tiktoken.list_encoding_names())}), a local model folder, or a Hugging Face model id"
+        ) from None
+
+
+def count_tokens(tokenizer, texts: list[str]) -> list[int]:
+    """Token counts of plain texts (no special tokens) for either kind of tokenizer load_tokenizer returns."""
+    if hasattr(tokenizer, "encode_ordinary_batch"):
+        return [len(t) for t in tokenizer.encode_ordinary_batch(texts)]
+    return [len(tokenizer.encode(t, add_special_tokens=False)) for t in texts]
 
 
 def percentile(sorted_values: list[int], q: float) -> int:

@@ -22,7 +22,17 @@ import sys
 import time
 from pathlib import Path
 
-from common import PERSONAS, InputError, die, iter_jsonl, percentile, setup_logging, write_jsonl
+from common import (
+    PERSONAS,
+    InputError,
+    count_tokens,
+    die,
+    iter_jsonl,
+    load_tokenizer,
+    percentile,
+    setup_logging,
+    write_jsonl,
+)
 
 log = logging.getLogger("trim_jsonl")
 
@@ -87,7 +97,7 @@ class TiktokenCounter:
         self.name = f"tiktoken:{encoding.name}"
 
     def count_text(self, texts: list[str]) -> list[int]:
-        return [len(t) for t in self.encoding.encode_ordinary_batch(texts)]
+        return count_tokens(self.encoding, texts)
 
     def count(self, rows: list[dict]) -> list[int]:
         texts = [m["content"] for row in rows for m in row["messages"]]
@@ -108,7 +118,7 @@ class ChatTemplateCounter:
         self.name = name
 
     def count_text(self, texts: list[str]) -> list[int]:
-        return [len(self.tokenizer.encode(t, add_special_tokens=False)) for t in texts]
+        return count_tokens(self.tokenizer, texts)
 
     def count(self, rows: list[dict]) -> list[int]:
         template = self.tokenizer.apply_chat_template
@@ -116,22 +126,10 @@ class ChatTemplateCounter:
 
 
 def load_counter(spec: str):
-    """A tiktoken encoding name, or a local folder / Hugging Face id of a model with a chat template."""
-    import tiktoken
-
-    if spec in tiktoken.list_encoding_names():
-        from common import load_tiktoken
-
-        return TiktokenCounter(load_tiktoken(spec))
-    from mlx_lm.utils import load_tokenizer
-
-    try:
-        tokenizer = load_tokenizer(Path(spec) if Path(spec).exists() else spec)
-    except Exception as e:
-        raise InputError(
-            f"could not load tokenizer {spec!r} ({type(e).__name__}: {e}). Pass a tiktoken encoding "
-            f"({', '.join(tiktoken.list_encoding_names())}), a local model folder, or a Hugging Face model id"
-        ) from None
+    """A tiktoken encoding name gives the estimate; a local folder or Hugging Face id gives the exact count."""
+    tokenizer = load_tokenizer(spec)
+    if hasattr(tokenizer, "encode_ordinary_batch"):
+        return TiktokenCounter(tokenizer)
     if not getattr(tokenizer, "chat_template", None):
         raise InputError(f"tokenizer {spec!r} has no chat template; mlx_lm needs one to train on chat rows")
     return ChatTemplateCounter(tokenizer, spec)

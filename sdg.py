@@ -195,6 +195,12 @@ def build_units(papers: list[dict], budget: int, count) -> tuple[list[Unit], int
     return units, too_short
 
 
+def chunk_budget(max_tokens: int) -> int:
+    """Tokens of section text per unit, so that prompt, answer and chat template fit max_tokens."""
+    prefix = max(len(p.user_prefix) for p in PERSONAS)  # a few tokens; counted as characters to be safe
+    return max_tokens - TEMPLATE_TOKENS - ANSWER_TOKENS - prefix
+
+
 def request_text(unit: Unit) -> str:
     return f"Paper: {unit.title}\nSection: {unit.heading}\n\n{unit.text}"
 
@@ -557,9 +563,8 @@ def load_units(args) -> tuple[list[Unit], int, object]:
     if not isinstance(data, dict) or not isinstance(data.get("papers"), list):
         raise InputError(f"{args.papers}: expected {{'papers': [...]}} as paperExtractor.py writes it")
     tokenizer = load_tokenizer(args.tokenizer)
-    prefix = max(len(p.user_prefix) for p in PERSONAS)  # a few tokens; counted as characters to be safe
-    budget = args.max_tokens - TEMPLATE_TOKENS - ANSWER_TOKENS - prefix
-    units, too_short = build_units(data["papers"], budget, lambda texts: count_tokens(tokenizer, texts))
+    count = lambda texts: count_tokens(tokenizer, texts)  # noqa: E731
+    units, too_short = build_units(data["papers"], chunk_budget(args.max_tokens), count)
     return units, too_short, tokenizer
 
 

@@ -130,10 +130,11 @@ def main(argv=None) -> int:
                     else:
                         lost = run_baseline(fake, args.baseline_units)
                     times = sorted(fake.request_times)
-                rate, peak = rate_per_minute(times), max_in_window(times)
-                results[name].append((rate, peak, lost))
+                rate, steady, peak = rate_per_minute(times), steady_rate_per_minute(times), max_in_window(times)
+                results[name].append((rate, steady, peak, lost))
                 print(
-                    f"round {round_no} {name}: {len(times)} requests, {rate:.1f}/min, max {peak} in 60 s, "
+                    f"round {round_no} {name}: {len(times)} requests, {rate:.1f}/min, steady {steady:.1f}/min, "
+                    f"max {peak} in 60 s, "
                     f"{lost} lost, 429s {fake.outcomes.get('rate_429', 0)}",
                     file=sys.stderr,
                 )

@@ -111,6 +111,18 @@ class FakeGemini:
             self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
         request = json.loads(body)
         section = request["contents"][0]["parts"][0]["text"]
+        system = "".join(p.get("text", "") for p in (request.get("systemInstruction") or {}).get("parts", []))
+        if system.startswith("You judge"):  # evaluate.py's judge; a position-biased one that always picks A
+            return 200, {
+                "candidates": [
+                    {
+                        "content": {"role": "model", "parts": [{"text": '{"winner": "A"}'}]},
+                        "finishReason": "STOP",
+                        "index": 0,
+                    }
+                ],
+                "usageMetadata": {"promptTokenCount": 1},
+            }
         usage = {
             "promptTokenCount": len(section) // 4 + 200,
             "candidatesTokenCount": 180,

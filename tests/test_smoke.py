@@ -4,13 +4,12 @@ import json
 
 import pytest
 from conftest import ROOT
-from smoke import problems, run_smoke
+from smoke import problems
 
 
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory):
-    work = tmp_path_factory.mktemp("smoke")
-    return work, run_smoke(work)
+@pytest.fixture
+def smoke(smoke_run):
+    return smoke_run
 
 
 def test_every_persona_trains_an_adapter_with_finite_losses_and_generates(smoke):

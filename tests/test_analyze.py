@@ -1,0 +1,114 @@
+import json
+import subprocess
+import sys
+
+import mlx.core as mx
+import mlx_lm
+import pytest
+from conftest import ROOT
+from fake_arxiv import FakeArxiv
+from mlx.utils import tree_flatten
+from pdfs import make_paper_pdf
+
+import analyze
+
+
+def analyze_args(work, *extra):
+    model = str(work / "tiny-llama")
+    return [
+        "--model",
+        model,
+        "--adapters",
+        str(work / "adapters"),
+        "--tokenizer",
+        model,
+        "--max-tokens",
+        "8",
+        "--papers",
+        str(work / "papers.json"),
+        "--papers-dir",
+        str(work / "papers"),
+        *extra,
+    ]
+
+
+def test_a_generated_pdf_gets_a_report_with_three_perspectives_per_section(smoke_run, tmp_path, capsys):
+    work, _ = smoke_run
+    pdf = tmp_path / "queues.pdf"
+    pdf.write_bytes(make_paper_pdf("Lock-Free Queues", "Lock-free queues"))
+    out = tmp_path / "report.md"
+    assert analyze.main(analyze_args(work, "--pdf", str(pdf), "--out", str(out))) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    markdown = out.read_text()
+    assert report["title"] == "Lock-Free Queues"
+    assert [s["heading"] for s in report["sections"]] == [
+        "Abstract",
+        "1 Introduction",
+        "2 Method",
+        "3 Experiments",
+        "4 Conclusion",
+    ]
+    for section in report["sections"]:
+        assert list(section["perspectives"]) == ["eli5", "intuitive", "executive"]
+        assert all(p["tokens"] == 8 for p in section["perspectives"].values())  # 8 tokens generated for each
+        assert f"## {section['heading']}" in markdown
+    assert markdown.count("### eli5") == markdown.count("### executive") == 5
+    assert "done: 5 sections x 3 personas, 120 tokens generated" in capsys.readouterr().out
+
+
+def test_the_base_model_is_loaded_once_and_adapters_are_swapped_in(smoke_run, monkeypatch, tmp_path):
+    work, _ = smoke_run
+    loads = []
+    real_load = mlx_lm.load
+    monkeypatch.setattr(mlx_lm, "load", lambda *a, **k: loads.append(a) or real_load(*a, **k))
+    configs = analyze.adapter_configs(work / "adapters", ["eli5", "executive"], str(work / "tiny-llama"))
+    persona_model = analyze.PersonaModel(str(work / "tiny-llama"), work / "adapters", configs)
+    for persona in ("eli5", "executive", "eli5"):
+        persona_model.use(persona)
+        trained = mx.load(str(work / "adapters" / persona / "adapters.safetensors"))
+        live = dict(tree_flatten(persona_model.model.parameters()))
+        assert all(mx.array_equal(live[name], weight).item() for name, weight in trained.items())
+    assert len(loads) == 1
+    # and through main(): one load for all three personas
+    loads.clear()
+    analyze.main(analyze_args(work, "--paper", "2401.00001", "--out", str(tmp_path / "r.md")))
+    assert len(loads) == 1
+
+
+def test_each_persona_sees_exactly_its_training_prompt(smoke_run, tmp_path):
+    work, _ = smoke_run
+    assert analyze.main(analyze_args(work, "--paper", "2401.00000", "--out", str(tmp_path / "r.md"))) == 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    for persona in ("eli5", "intuitive", "executive"):
+        training = {
+            row["meta"]["key"]: row["messages"][0]["content"]
+            for row in map(json.loads, (work / "data" / f"{persona}.jsonl").read_text().splitlines())
+        }
+        for section in report["sections"]:
+            assert section["perspectives"][persona]["prompt"] == training[section["key"]]
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--paper", "2401.00000", "--adapters", "nowhere"], "no trained adapter in nowhere/eli5/: train it"),
+        (["--paper", "2401.00000", "--model", "mlx-community/Llama-3.2-3B-Instruct-4bit"], "was trained on"),
+        (["--paper", "9999.99999"], "paper '9999.99999' is not in"),
+        (["--id", "9999.99999"], "arXiv has no paper '9999.99999'"),
+    ],
+)
+def test_clear_errors(smoke_run, extra, message):
+    work, _ = smoke_run
+    args = analyze_args(work, *extra)
+    if "--adapters" in extra:
+        args = args[:2] + args[4:]  # let the later --adapters win without a duplicate
+    with FakeArxiv([]) as arxiv:
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "analyze.py"), *args, "--api-url", arxiv.api_url, "--api-delay", "0"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=work,
+        )
+    assert result.returncode == 1
+    assert message in result.stderr and "Traceback" not in result.stderr

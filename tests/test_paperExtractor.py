@@ -179,25 +179,20 @@ def test_rerun_after_interruption_neither_downloads_nor_extracts_finished_papers
 # ----------------------------------------------------------------------------- local PDFs and user errors
 
 
-def test_pdf_dir_takes_title_from_the_pdf_and_records_an_encrypted_one(tmp_path, capsys):
+def run_pdf_dir(tmp_path, pdfs: dict[str, bytes], *extra) -> dict:
+    """Run step 1 on a folder of the given PDFs with one worker; return papers.json."""
     pdf_dir = tmp_path / "in"
     pdf_dir.mkdir()
-    (pdf_dir / "good.pdf").write_bytes(make_paper_pdf("Learning to Rank"))
-    (pdf_dir / "locked.pdf").write_bytes(make_encrypted_pdf())
-    code = paperExtractor.main(
-        [
-            "--pdf-dir",
-            str(pdf_dir),
-            "--out",
-            str(tmp_path / "p.json"),
-            "--papers-dir",
-            str(tmp_path / "papers"),
-            "--workers",
-            "1",
-        ]
-    )
-    data = json.loads((tmp_path / "p.json").read_text())
-    assert code == 0
+    for name, data in pdfs.items():
+        (pdf_dir / name).write_bytes(data)
+    out = tmp_path / "p.json"
+    args = ["--pdf-dir", str(pdf_dir), "--out", str(out), "--papers-dir", str(tmp_path / "papers"), "--workers", "1"]
+    assert paperExtractor.main([*args, *extra]) == 0
+    return json.loads(out.read_text())
+
+
+def test_pdf_dir_takes_title_from_the_pdf_and_records_an_encrypted_one(tmp_path, capsys):
+    data = run_pdf_dir(tmp_path, {"good.pdf": make_paper_pdf("Learning to Rank"), "locked.pdf": make_encrypted_pdf()})
     assert [(p["id"], p["title"]) for p in data["papers"]] == [("good", "Learning to Rank")]
     assert data["papers"][0]["abstract"].startswith("We study Hash tables.")
     assert data["failures"][0]["id"] == "locked" and "encrypted" in data["failures"][0]["reason"]
@@ -205,24 +200,7 @@ def test_pdf_dir_takes_title_from_the_pdf_and_records_an_encrypted_one(tmp_path,
 
 
 def test_a_pdf_over_the_time_cap_is_a_failure_not_a_hang(tmp_path):
-    pdf_dir = tmp_path / "in"
-    pdf_dir.mkdir()
-    (pdf_dir / "slow.pdf").write_bytes(make_paper_pdf("Slow"))
-    paperExtractor.main(
-        [
-            "--pdf-dir",
-            str(pdf_dir),
-            "--out",
-            str(tmp_path / "p.json"),
-            "--papers-dir",
-            str(tmp_path / "papers"),
-            "--workers",
-            "1",
-            "--timeout",
-            "0.01",
-        ]
-    )
-    failure = json.loads((tmp_path / "p.json").read_text())["failures"][0]
+    failure = run_pdf_dir(tmp_path, {"slow.pdf": make_paper_pdf("Slow")}, "--timeout", "0.01")["failures"][0]
     assert failure["stage"] == "extract" and "timed out after 0.01 s" in failure["reason"]
 
 

@@ -58,6 +58,13 @@ def test_truncate_cuts_user_text_at_a_boundary_and_never_the_answer(tmp_path, ti
     assert "2 kept (1 truncated (kept))" in capsys.readouterr().out
 
 
+def test_exact_batched_count_equals_mlx_lm_per_row_count(tiny_model):
+    tokenizer = load_tokenizer(tiny_model)
+    rows = [chat_row(long_user_text(n)) for n in (1, 3, 7)] + [chat_row("Hi <|eot_id|> there", "ok")]
+    counter = trim_jsonl.ChatTemplateCounter(tokenizer, "tiny")
+    assert counter.count(rows) == [exact_length(tokenizer, row) for row in rows]
+
+
 def test_tiktoken_estimate_adds_the_measured_llama_template_overhead():
     encoding = tiny_tiktoken()
     row = chat_row("the key of a hash table", "look it up")

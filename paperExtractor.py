@@ -703,9 +703,13 @@ def main(argv: list[str] | None = None) -> int:
     def save():
         write_json(args.out, {"papers": list(done.values()), "failures": list(failures.values())})
 
-    ready = download_all(todo, args.papers_dir, failures)
-    save()
-    extract_all(ready, args, done, failures, save)
+    try:
+        ready = download_all(todo, args.papers_dir, failures)
+        save()
+        extract_all(ready, args, done, failures, save)
+    except KeyboardInterrupt:
+        save()
+        die(f"interrupted: {len(done):,} papers are saved in {args.out}; rerun the same command to resume")
     save()
 
     new = [done[r["id"]] for r in ready if r["id"] in done]

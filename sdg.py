@@ -611,7 +611,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if not api_key():
         die("no API key: export GEMINI_API_KEY (get one at https://aistudio.google.com/apikey), or use --dry-run")
-    stats = asyncio.run(generate(pending, args, done)) if pending else Stats()
+    try:
+        stats = asyncio.run(generate(pending, args, done)) if pending else Stats()
+    except KeyboardInterrupt:
+        die(f"interrupted: finished units are saved in {args.out_dir}/; rerun the same command to resume")
     elapsed = time.monotonic() - started
     summary = {
         "model": args.model,

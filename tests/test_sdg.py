@@ -148,6 +148,24 @@ def test_a_sigkilled_run_resumes_to_the_same_keys_without_duplicates_or_torn_lin
         assert sorted(got) == sorted(expected)
 
 
+def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, tiny_model):
+    write_papers(tmp_path / "papers.json", papers=6)
+    with FakeGemini(Faults(latency_s=0.05), api_key=KEY) as fake:
+        cmd = [sys.executable, str(ROOT / "sdg.py"), *sdg_args(tmp_path, fake, tiny_model, "--concurrency", "2")]
+        proc = subprocess.Popen(
+            cmd, env={**os.environ, "GEMINI_API_KEY": KEY}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        eli5 = tmp_path / "data" / "eli5.jsonl"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (not eli5.exists() or eli5.read_text().count("\n") < 3):
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert "interrupted: finished units are saved" in stderr and "Traceback" not in stderr
+    assert all(json.loads(line) for line in eli5.read_text().splitlines())
+
+
 def test_a_unit_written_for_some_personas_is_completed_and_a_torn_line_repaired(tmp_path, tiny_model, api_key):
     write_papers(tmp_path / "papers.json", papers=1, sections=2)
     with FakeGemini(api_key=KEY) as fake:

@@ -34,7 +34,7 @@ log = logging.getLogger("paperExtractor")
 
 DEFAULT_CATEGORIES = ["cs.LG", "cs.AI", "cs.DS", "cs.GT", "cs.PF", "cs.SE", "cs.OH"]
 DEFAULT_API_URL = "https://export.arxiv.org/api/query"
-USER_AGENT = "paper-personas/0.1 (LoRA persona data pipeline; +https://github.com/) arxiv.py"
+USER_AGENT = "paper-personas/0.1 (builds LoRA persona training data from arXiv papers)"
 # arXiv's API terms ask for at most one request every 3 seconds.
 ARXIV_MIN_DELAY_S = 3.0
 
@@ -326,7 +326,7 @@ def make_arxiv_client(api_url: str, delay_s: float):
             return super().send(request, **kwargs)
 
     # arxiv.py sends its own User-Agent on every request; this module constant is where it comes from.
-    arxiv._USER_AGENT = f"{USER_AGENT}/{arxiv.__version__}"
+    arxiv._USER_AGENT = f"{USER_AGENT} arxiv.py/{arxiv.__version__}"
     client = arxiv.Client(page_size=100, delay_seconds=delay_s, num_retries=3)
     client.query_url_format = api_url + "?{}"
     client._session.mount("http://", _TimeoutAdapter())

@@ -32,8 +32,8 @@ def setup_logging(verbose: bool = False) -> None:
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
-    for noisy in ("httpx", "google_genai", "google_genai.models"):  # one INFO line per HTTP request otherwise
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    for noisy in ("httpx", "google_genai", "google_genai.models", "arxiv"):  # one INFO line per HTTP request
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 # ----------------------------------------------------------------------------- reading

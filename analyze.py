@@ -60,12 +60,9 @@ def paper_from_arxiv(paper_id: str, args) -> dict:
     if not records:
         raise InputError(f"arXiv has no paper {paper_id!r}; check the id (e.g. 1706.03762)")
     record = next(iter(records.values()))
-    dest = args.papers_dir / f"{step1.safe_filename(record['id'])}.pdf"
-    if not step1.is_complete_pdf(dest):
-        reason = step1.download_pdf(step1.make_download_session(), record["pdf_url"], dest)
-        if reason:
-            raise InputError(f"{record['id']}: {reason}")
-    record["pdf_path"] = str(dest)
+    reason = step1.ensure_pdf(step1.make_download_session(), record, args.papers_dir)
+    if reason:
+        raise InputError(f"{record['id']}: {reason}")
     return extract(record, args.papers_dir)
 
 
@@ -104,38 +101,51 @@ def adapter_configs(adapters: Path, personas: list[str], model: str) -> dict[str
     return configs
 
 
+def generate(model, tokenizer, messages: list[dict], max_tokens: int, temperature: float) -> tuple[str, int]:
+    """One chat-template answer with mlx_lm; returns the text and the number of tokens generated."""
+    from mlx_lm import stream_generate
+    from mlx_lm.sample_utils import make_sampler
+
+    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=False)
+    text, tokens = [], 0
+    for response in stream_generate(
+        model, tokenizer, prompt, max_tokens=max_tokens, sampler=make_sampler(temp=temperature)
+    ):
+        text.append(response.text)
+        tokens = response.generation_tokens
+    return "".join(text).strip(), tokens
+
+
 class PersonaModel:
-    """One base model in memory; `use(persona)` swaps in that persona's LoRA weights."""
+    """One base model in memory; `use(persona)` swaps in that persona's LoRA weights.
+
+    The LoRA layers are added on the first use(), so until then the model is the plain base model."""
 
     def __init__(self, model_path: str, adapters: Path, configs: dict[str, dict]):
         import mlx_lm
-        from mlx_lm.tuner.utils import linear_to_lora_layers
 
         self.model, self.tokenizer = mlx_lm.load(model_path)
-        config = next(iter(configs.values()))
-        linear_to_lora_layers(
-            self.model, config["num_layers"], config["lora_parameters"], use_dora=config.get("fine_tune_type") == "dora"
-        )
-        self.adapters = adapters
         self.model.eval()
+        self.adapters = adapters
+        self.lora = next(iter(configs.values()))  # adapter_configs() checked that all share one LoRA shape
+        self.has_lora = False
 
     def use(self, persona: str) -> None:
+        if not self.has_lora:
+            from mlx_lm.tuner.utils import linear_to_lora_layers
+
+            linear_to_lora_layers(
+                self.model,
+                self.lora["num_layers"],
+                self.lora["lora_parameters"],
+                use_dora=self.lora.get("fine_tune_type") == "dora",
+            )
+            self.model.eval()
+            self.has_lora = True
         self.model.load_weights(str(self.adapters / persona / "adapters.safetensors"), strict=False)
 
     def generate(self, user: str, max_tokens: int, temperature: float) -> tuple[str, int]:
-        from mlx_lm import stream_generate
-        from mlx_lm.sample_utils import make_sampler
-
-        prompt = self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": user}], add_generation_prompt=True, return_dict=False
-        )
-        text, tokens = [], 0
-        for response in stream_generate(
-            self.model, self.tokenizer, prompt, max_tokens=max_tokens, sampler=make_sampler(temp=temperature)
-        ):
-            text.append(response.text)
-            tokens = response.generation_tokens
-        return "".join(text).strip(), tokens
+        return generate(self.model, self.tokenizer, [{"role": "user", "content": user}], max_tokens, temperature)
 
 
 # ----------------------------------------------------------------------------- the report

@@ -26,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+import analyze
 import sdg as step2
 from common import PERSONAS as PERSONA_NAMES
 from common import InputError, atomic_writer, die, iter_jsonl, setup_logging, write_json
@@ -127,18 +128,6 @@ def split_prompt(row: dict) -> tuple[list[dict], str]:
     return row["messages"][:-1], row["messages"][-1]["content"]
 
 
-def generate(model, tokenizer, messages: list[dict], max_tokens: int) -> tuple[str, int]:
-    from mlx_lm import stream_generate
-    from mlx_lm.sample_utils import make_sampler
-
-    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=False)
-    text, tokens = [], 0
-    for response in stream_generate(model, tokenizer, prompt, max_tokens=max_tokens, sampler=make_sampler(temp=0.0)):
-        text.append(response.text)
-        tokens = response.generation_tokens
-    return "".join(text).strip(), tokens
-
-
 def masked_loss(model, tokenizer, rows: list[dict], max_seq_length: int) -> float:
     """Mean loss per answer token, prompts masked, with mlx_lm's own dataset, batching and evaluate()."""
     from mlx_lm.tuner.datasets import CacheDataset, ChatDataset
@@ -153,7 +142,7 @@ def run_side(model, tokenizer, persona: str, rows: list[dict], args) -> tuple[di
     answers, per_answer = [], []
     for row in rows:
         messages, reference = split_prompt(row)
-        text, tokens = generate(model, tokenizer, messages, args.max_tokens)
+        text, tokens = analyze.generate(model, tokenizer, messages, args.max_tokens, temperature=0.0)
         answers.append({"prompt": messages[-1]["content"], "reference": reference, "answer": text})
         per_answer.append(answer_metrics(persona, text, reference, tokens))
     loss = masked_loss(model, tokenizer, rows, args.max_seq_length)
@@ -274,28 +263,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def evaluate_all(args, held_out: dict[str, tuple[Path, list[dict]]]) -> dict:
-    """Base first for every persona, then LoRA layers once and one weight swap per persona: one model load."""
+    """Base first for every persona, then one adapter swap per persona, on a model loaded once."""
     import mlx.core as mx
-    import mlx_lm
-    from mlx_lm.tuner.utils import linear_to_lora_layers
 
-    import analyze
-
-    configs = analyze.adapter_configs(args.adapters, args.personas, args.model)
-    model, tokenizer = mlx_lm.load(args.model)
-    model.eval()
+    persona_model = analyze.PersonaModel(
+        args.model, args.adapters, analyze.adapter_configs(args.adapters, args.personas, args.model)
+    )
     results = {p: {"source": str(path), "rows": len(rows)} for p, (path, rows) in held_out.items()}
     answers = {p: {} for p in held_out}
     for side in ("base", "adapter"):
-        if side == "adapter":
-            config = next(iter(configs.values()))
-            linear_to_lora_layers(model, config["num_layers"], config["lora_parameters"])
-            model.eval()
         for persona, (_, rows) in held_out.items():
             mx.random.seed(args.seed)
             if side == "adapter":
-                model.load_weights(str(args.adapters / persona / "adapters.safetensors"), strict=False)
-            results[persona][side], answers[persona][side] = run_side(model, tokenizer, persona, rows, args)
+                persona_model.use(persona)
+            results[persona][side], answers[persona][side] = run_side(
+                persona_model.model, persona_model.tokenizer, persona, rows, args
+            )
             log.info("%s %s: %s", persona, side, {k: round(v, 3) for k, v in results[persona][side].items()})
     return {"model": args.model, "seed": args.seed, "personas": results, "answers": answers}
 

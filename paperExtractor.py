@@ -538,16 +538,24 @@ def download_all(records: list[dict], papers_dir: Path, failures: dict[str, dict
     session = make_download_session()
     ready = []
     for record in tqdm(records, desc="download", unit="pdf", disable=not records):
-        if record["pdf_path"] is None:
-            dest = papers_dir / f"{safe_filename(record['id'])}.pdf"
-            if not is_complete_pdf(dest):
-                reason = download_pdf(session, record["pdf_url"], dest)
-                if reason:
-                    failures[record["id"]] = {"id": record["id"], "stage": "download", "reason": reason}
-                    continue
-            record["pdf_path"] = str(dest)
-        ready.append(record)
+        reason = ensure_pdf(session, record, papers_dir)
+        if reason:
+            failures[record["id"]] = {"id": record["id"], "stage": "download", "reason": reason}
+        else:
+            ready.append(record)
     return ready
+
+
+def ensure_pdf(session, record: dict, papers_dir: Path) -> str | None:
+    """Set record["pdf_path"], downloading unless a complete PDF is already there; return a failure reason."""
+    if record["pdf_path"] is None:
+        dest = papers_dir / f"{safe_filename(record['id'])}.pdf"
+        if not is_complete_pdf(dest):
+            reason = download_pdf(session, record["pdf_url"], dest)
+            if reason:
+                return reason
+        record["pdf_path"] = str(dest)
+    return None
 
 
 def extract_all(records, args, done: dict, failures: dict, save) -> None:

@@ -20,6 +20,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import re
 import statistics
 import sys
@@ -173,10 +174,24 @@ def judge_win_rate(client, model: str, persona: str, pairs: list[tuple[str, str,
     for prompt, base, adapter in pairs:
         for first, second, adapter_is in ((base, adapter, "B"), (adapter, base, "A")):
             contents = f"Request:\n{prompt}\n\nAnswer A:\n{first}\n\nAnswer B:\n{second}"
-            response = client.models.generate_content(model=model, contents=contents, config=config)
+            response = ask_with_retries(client, model, contents, config)
             winner = (json.loads(response.text or "{}").get("winner") or "tie").strip()
             score += 0.5 if winner == "tie" else float(winner == adapter_is)
     return score / (2 * len(pairs)) if pairs else 0.0
+
+
+def ask_with_retries(client, model: str, contents: str, config):
+    """One judge call, retried on 429/5xx/timeouts as sdg.py retries (RetryInfo honoured, backoff with jitter)."""
+    import tenacity
+
+    for attempt in tenacity.Retrying(
+        stop=tenacity.stop_after_attempt(6),
+        wait=step2.wait_for,
+        retry=tenacity.retry_if_exception(step2.is_retryable),
+        reraise=True,
+    ):
+        with attempt:
+            return client.models.generate_content(model=model, contents=contents, config=config)
 
 
 def judge_cost(pairs_count: int, prompt_chars: int) -> float:
@@ -293,14 +308,17 @@ def maybe_judge(results: dict, args) -> None:
     print(f"judge: {sum(len(r) for r in pairs.values()) * 2:,} Gemini calls, estimated ${cost:.3f}", file=sys.stderr)
     if not args.yes and input("run the judge? [y/N] ").strip().lower() != "y":
         return
-    args.timeout, args.base_url = 120, args.base_url or step2.os.environ.get("GEMINI_BASE_URL")
+    args.timeout, args.base_url = 120, args.base_url or os.environ.get("GEMINI_BASE_URL")
     if not step2.api_key():
         die("the judge needs GEMINI_API_KEY")
     client = step2.make_client(args)
     for persona, rows in pairs.items():
-        results["personas"][persona]["adapter"]["judge_win_rate"] = judge_win_rate(
-            client, args.judge_model, persona, rows
-        )
+        try:
+            win_rate = judge_win_rate(client, args.judge_model, persona, rows)
+        except Exception as e:  # the generated results are kept; only this persona's judge score is missing
+            log.warning("judge failed for %s, reporting without it: %s: %s", persona, type(e).__name__, e)
+            continue
+        results["personas"][persona]["adapter"]["judge_win_rate"] = win_rate
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -111,18 +111,6 @@ class FakeGemini:
             self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
         request = json.loads(body)
         section = request["contents"][0]["parts"][0]["text"]
-        system = "".join(p.get("text", "") for p in (request.get("systemInstruction") or {}).get("parts", []))
-        if system.startswith("You judge"):  # evaluate.py's judge; a position-biased one that always picks A
-            return 200, {
-                "candidates": [
-                    {
-                        "content": {"role": "model", "parts": [{"text": '{"winner": "A"}'}]},
-                        "finishReason": "STOP",
-                        "index": 0,
-                    }
-                ],
-                "usageMetadata": {"promptTokenCount": 1},
-            }
         usage = {
             "promptTokenCount": len(section) // 4 + 200,
             "candidatesTokenCount": 180,
@@ -138,6 +126,18 @@ class FakeGemini:
             return 500, error_body(500, "INTERNAL", "An internal error has occurred.")
         if outcome == "rate_503":
             return 503, error_body(503, "UNAVAILABLE", "The model is overloaded. Please try again later.")
+        system = "".join(p.get("text", "") for p in (request.get("systemInstruction") or {}).get("parts", []))
+        if system.startswith("You judge"):  # evaluate.py's judge; a position-biased one that always picks A
+            return 200, {
+                "candidates": [
+                    {
+                        "content": {"role": "model", "parts": [{"text": '{"winner": "A"}'}]},
+                        "finishReason": "STOP",
+                        "index": 0,
+                    }
+                ],
+                "usageMetadata": {"promptTokenCount": 1},
+            }
         if outcome == "empty_candidates":
             return 200, {"promptFeedback": {"blockReason": "OTHER"}, "usageMetadata": usage}
         text = json.dumps(good_answers(section))

@@ -1,7 +1,7 @@
 import json
 
 import pytest
-from fake_gemini import FakeGemini
+from fake_gemini import FakeGemini, Faults
 
 import evaluate
 from evaluate import follows_format, length_ok, reading_grade, rouge_l, uses_forbidden_word, verdict_first
@@ -121,13 +121,15 @@ def test_every_metric_and_chart_is_produced_and_a_rerun_gives_identical_numbers(
 def test_judge_swaps_positions_so_a_position_biased_judge_scores_even(smoke_run, tmp_path, monkeypatch, capsys):
     work, _ = smoke_run
     monkeypatch.setenv("GEMINI_API_KEY", "test-key")
-    with FakeGemini(api_key="test-key") as fake:
+    with FakeGemini(Faults(rate_429=0.3, retry_delay_s=0.01), api_key="test-key", seed=3) as fake:
         args = eval_args(
             work, tmp_path, "--personas", "eli5", "--judge", "gemini", "--yes", "--base-url", fake.base_url
         )
         assert evaluate.main(args) == 0
-        calls = len(fake.request_times)
+        judged = len(fake.request_times) - fake.outcomes.get("rate_429", 0)
+        refused = fake.outcomes.get("rate_429", 0)
     result = json.loads((tmp_path / "eval.json").read_text())["personas"]["eli5"]["adapter"]
-    assert calls == 6  # 3 pairs, each judged in both orders
+    assert refused > 0  # some judge calls were answered 429 and retried
+    assert judged == 6  # 3 pairs, each judged in both orders
     assert result["judge_win_rate"] == 0.5  # "always A" wins once for each side of every pair
     assert "judge: 6 Gemini calls, estimated $" in capsys.readouterr().err

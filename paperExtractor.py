@@ -673,12 +673,18 @@ def collect_records(args, parser) -> dict[str, dict]:
     categories = [] if args.ids else args.categories
     client = make_arxiv_client(args.api_url, args.api_delay)
     try:
-        return search_arxiv(client, categories, args.per_category, args.ids)
+        records = search_arxiv(client, categories, args.per_category, args.ids)
     except (arxiv.ArxivError, requests.RequestException) as e:
         die(
             f"cannot query the arXiv API at {args.api_url} ({type(e).__name__}: {e}). "
             "Check your network, retry in a minute, or point --api-url at a mirror."
         )
+    missing = [i for i in args.ids if versionless_id(i)[0] not in records]
+    if args.ids and len(missing) == len(args.ids):
+        die(f"arXiv found none of the ids {', '.join(missing)}; check them (e.g. 1706.03762 or cs/0112017)")
+    if missing:
+        log.warning("not found on arXiv, skipped: %s", ", ".join(missing))
+    return records
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -135,6 +135,7 @@ ANSWER_TOKENS = 450  # room kept for the longest persona answer: 2 fields of at 
 MIN_PROSE_CHARS = 100
 MIN_FIELD_CHARS = 40
 RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
+MAX_RETRY_WAIT_S = 300.0
 BLOCK_REASONS = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "LANGUAGE"}
 
 # ----------------------------------------------------------------------------- work units
@@ -310,11 +311,14 @@ def is_retryable(error: BaseException) -> bool:
 
 
 def wait_for(retry_state) -> float:
-    """RetryInfo's delay when the server gives one, else exponential backoff with full jitter (1 s .. 60 s)."""
+    """RetryInfo's delay when the server gives one, else exponential backoff with full jitter (1 s .. 60 s).
+
+    A delay of hours means a daily quota is spent: waiting MAX_RETRY_WAIT_S at most lets the unit fail in
+    bounded time, recorded for the next run, instead of stalling the run."""
     error = retry_state.outcome.exception()
     asked = retry_delay_from(error)
     if asked is not None:
-        return asked + random.uniform(0, 1)
+        return min(asked, MAX_RETRY_WAIT_S) + random.uniform(0, 1)
     return random.uniform(0, min(60.0, 2.0**retry_state.attempt_number))
 
 

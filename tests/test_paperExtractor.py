@@ -237,6 +237,28 @@ def test_user_errors_give_a_message_and_no_traceback(tmp_path, args, code, messa
     assert not (tmp_path / "papers.json").exists()
 
 
+def test_ids_fetch_those_papers_and_unknown_ids_are_named(tmp_path, caplog):
+    with FakeArxiv(fake_papers()) as server:
+        base = [
+            "--api-url",
+            server.api_url,
+            "--api-delay",
+            "0",
+            "--out",
+            str(tmp_path / "p.json"),
+            "--papers-dir",
+            str(tmp_path / "papers"),
+            "--workers",
+            "1",
+        ]
+        assert paperExtractor.main(["--ids", "cs/0112017", "9999.99999", *base]) == 0
+        with pytest.raises(SystemExit, match="arXiv found none of the ids 9999.99999"):
+            paperExtractor.main(["--ids", "9999.99999", *base])
+    data = json.loads((tmp_path / "p.json").read_text())
+    assert [p["id"] for p in data["papers"]] == ["cs/0112017"]
+    assert "not found on arXiv, skipped: 9999.99999" in caplog.text
+
+
 def test_help_documents_the_flags_other_tools_rely_on(tmp_path):
     result = run_cli("--help", cwd=tmp_path)
     for flag in [

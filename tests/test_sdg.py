@@ -243,6 +243,16 @@ def test_retry_info_delay_is_read_from_a_real_429_error():
     assert sdg.is_retryable(error) and not sdg.is_retryable(errors.ClientError(404, {"error": {"code": 404}}))
 
 
+@pytest.mark.parametrize("asked, low, high", [("7s", 7.0, 8.0), ("86400s", 300.0, 301.0)])
+def test_retry_info_is_waited_out_up_to_a_cap(asked, low, high):
+    body = {
+        "error": {"code": 429, "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": asked}]}
+    }
+    outcome = SimpleNamespace(exception=lambda: errors.ClientError(429, body))
+    wait = sdg.wait_for(SimpleNamespace(outcome=outcome, attempt_number=1))
+    assert low <= wait <= high  # the delay asked for, plus up to 1 s of jitter; a day is capped at 5 minutes
+
+
 def test_chunks_split_at_paragraphs_and_fit_the_budget():
     text = "\n\n".join(f"Paragraph {i}." + " word" * 40 for i in range(10))
     count = lambda texts: [len(t.split()) for t in texts]  # noqa: E731 - one token per word

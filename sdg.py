@@ -310,6 +310,12 @@ def is_retryable(error: BaseException) -> bool:
     return isinstance(error, (TimeoutError, OSError)) or type(error).__module__.startswith(("httpx", "aiohttp"))
 
 
+def is_fatal(error) -> bool:
+    """A bad key, missing permission or unknown model: every request would fail the same way."""
+    bad_key = error.code == 400 and "api key" in str(error.message or "").lower()
+    return bad_key or error.code in (401, 403, 404)
+
+
 def wait_for(retry_state) -> float:
     """RetryInfo's delay when the server gives one, else exponential backoff with full jitter (1 s .. 60 s).
 
@@ -406,9 +412,9 @@ class Generator:
                         model=self.args.model, contents=request_text(unit), config=self.config
                     )
                 except errors.ClientError as e:
-                    if e.code in (400, 401, 403, 404):
+                    if is_fatal(e):
                         raise FatalAPIError(f"Gemini refused the request: {e.code} {e.status}: {e.message}") from None
-                    raise
+                    raise  # retried if retryable (429), else this unit fails (e.g. a 400 about its content)
 
     async def run_unit(self, unit: Unit) -> None:
         async with self.slots:

@@ -14,6 +14,16 @@ import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+FAULT_KINDS = (
+    "rate_429",
+    "rate_500",
+    "rate_503",
+    "bad_request",
+    "malformed_json",
+    "safety",
+    "max_tokens",
+    "empty_candidates",
+)
 KNOWN_MODELS = {"gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-2.5-pro"}
 
 
@@ -28,6 +38,7 @@ class Faults:
     safety: float = 0.0
     max_tokens: float = 0.0
     empty_candidates: float = 0.0
+    bad_request: float = 0.0  # a 400 INVALID_ARGUMENT about this one request
     retry_delay_s: float = 0.2  # what a 429's RetryInfo asks for
     latency_s: float = 0.0
     jitter_s: float = 0.0
@@ -89,7 +100,7 @@ class FakeGemini:
         f = self.faults
         with self.lock:
             draw = self.random.random()
-        for name in ("rate_429", "rate_500", "rate_503", "malformed_json", "safety", "max_tokens", "empty_candidates"):
+        for name in FAULT_KINDS:
             draw -= getattr(f, name)
             if draw < 0:
                 return name
@@ -126,6 +137,8 @@ class FakeGemini:
             return 500, error_body(500, "INTERNAL", "An internal error has occurred.")
         if outcome == "rate_503":
             return 503, error_body(503, "UNAVAILABLE", "The model is overloaded. Please try again later.")
+        if outcome == "bad_request":
+            return 400, error_body(400, "INVALID_ARGUMENT", "Request contains an invalid argument.")
         system = "".join(p.get("text", "") for p in (request.get("systemInstruction") or {}).get("parts", []))
         if system.startswith("You judge"):  # evaluate.py's judge; a position-biased one that always picks A
             return 200, {

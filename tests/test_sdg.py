@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import pytest
 from conftest import ROOT
-from fake_gemini import FakeGemini, Faults
+from fake_gemini import FAULT_KINDS, FakeGemini, Faults
 from google.genai import errors
 from helpers import PARAGRAPH
 
@@ -80,6 +80,7 @@ def test_under_a_mix_of_faults_every_unit_is_written_once_per_persona_or_recorde
         rate_429=0.1,
         rate_500=0.05,
         rate_503=0.05,
+        bad_request=0.03,
         malformed_json=0.05,
         safety=0.05,
         max_tokens=0.05,
@@ -95,7 +96,9 @@ def test_under_a_mix_of_faults_every_unit_is_written_once_per_persona_or_recorde
     assert len(written[0]) == len(set(written[0]))  # no duplicates
     assert set(written[0]) | failed == all_unit_keys(tmp_path, tiny_model)
     assert not set(written[0]) & failed
-    assert all(v > 0 for k, v in fake.outcomes.items())  # every fault kind really happened
+    assert set(fake.outcomes) == {"ok", *FAULT_KINDS}  # every kind of fault really happened
+    reasons = {json.loads(line)["reason"] for line in (data / "sdg_failures.jsonl").read_text().splitlines()}
+    assert "api_error:400" in reasons  # a request rejected for its content fails that unit, not the run
     stats = json.loads((data / "sdg_stats.json").read_text())
     assert stats["done"] == len(written[0]) and stats["failed"] == len(failed) and stats["retries"] > 0
     assert stats["prompt_tokens"] > 0 and stats["cost_usd"] > 0

@@ -164,17 +164,19 @@ def prose_chars(text: str) -> int:
 def chunk_text(text: str, budget: int, count) -> list[str]:
     """Split text at paragraph boundaries (then sentences) into pieces of at most `budget` tokens each."""
     pieces = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
-    if sum(count(pieces)) + len(pieces) <= budget:
+    sizes = count(pieces)
+    if sum(sizes) + len(pieces) <= budget:
         return ["\n\n".join(pieces)]
-    units, sizes = [], count(pieces)
+    units = []  # (piece, tokens)
     for piece, size in zip(pieces, sizes, strict=True):
-        if size > budget:  # one long paragraph: fall back to sentences
-            sentences = re.split(r"(?<=[.!?])\s+", piece)
-            units.extend(chunk_text("\n\n".join(sentences), budget, count) if len(sentences) > 1 else [piece])
+        sentences = re.split(r"(?<=[.!?])\s+", piece) if size > budget else [piece]
+        if len(sentences) > 1:  # one long paragraph: fall back to sentences
+            parts = chunk_text("\n\n".join(sentences), budget, count)
+            units.extend(zip(parts, count(parts), strict=True))
         else:
-            units.append(piece)
+            units.append((piece, size))
     chunks, current, used = [], [], 0
-    for piece, size in zip(units, count(units), strict=True):
+    for piece, size in units:
         if current and used + size + 1 > budget:
             chunks.append("\n\n".join(current))
             current, used = [], 0

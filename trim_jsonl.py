@@ -127,9 +127,8 @@ class ChatTemplateCounter:
         # Render the whole batch, then encode it in one call: the same ids apply_chat_template(tokenize=True)
         # gives row by row (it renders, then encodes without adding special tokens), 1.6x faster.
         texts = self.tokenizer.apply_chat_template([row["messages"] for row in rows], tokenize=False)
-        encode = getattr(
-            self.tokenizer, "_tokenizer", self.tokenizer
-        )  # mlx_lm's wrapper forwards attributes, not calls
+        # mlx_lm's TokenizerWrapper forwards attributes but is not callable itself.
+        encode = getattr(self.tokenizer, "_tokenizer", self.tokenizer)
         return [len(ids) for ids in encode(texts, add_special_tokens=False)["input_ids"]]
 
 
@@ -147,14 +146,15 @@ def load_counter(spec: str):
 
 
 def cut_points(text: str) -> list[int]:
-    """Offsets where text may be cut, best first: paragraph ends, then sentence ends (descending)."""
-    paragraphs = [m.start() for m in re.finditer(r"\n\s*\n", text)]
-    sentences = [m.end() for m in re.finditer(r"[.!?][\"')\]]?\s", text)]
-    return sorted(set(paragraphs), reverse=True) + sorted(set(sentences) - set(paragraphs), reverse=True)
+    """Offsets where text may be cut, paragraph or sentence ends, last first: the first that fits keeps the most."""
+    paragraphs = {m.start() for m in re.finditer(r"\n\s*\n", text)}
+    sentences = {m.end() for m in re.finditer(r"[.!?][\"')\]]?\s", text)}
+    return sorted(paragraphs | sentences, reverse=True)
 
 
-def truncate_row(row: dict, counter, max_tokens: int) -> dict | None:
-    """Cut the last user message so the row fits max_tokens, or None if no boundary leaves enough of it.
+def truncate_row(row: dict, counter, max_tokens: int) -> tuple[dict, int] | None:
+    """Cut the last user message so the row fits max_tokens: the cut row and its re-checked token count,
+    or None if no boundary leaves enough of it.
 
     Cuts happen on the text itself, never on decoded tokens, so no special token can leak into the prompt.
     """
@@ -170,13 +170,14 @@ def truncate_row(row: dict, counter, max_tokens: int) -> dict | None:
     # Estimate the cut from the token surplus, then walk back one boundary at a time until it fits.
     surplus = counter.count([row])[0] - max_tokens
     keep_chars = int(len(text) * (1 - surplus / max(1, counter.count_text([text])[0]))) - len(TRUNCATION_MARK)
-    for point in (p for p in sorted(set(cut_points(text)), reverse=True) if p <= keep_chars):
+    for point in (p for p in cut_points(text) if p <= keep_chars):
         head = text[:point].rstrip()
         if counter.count_text([head])[0] < MIN_USER_TOKENS:
             return None
         candidate = with_user(head + TRUNCATION_MARK)
-        if counter.count([candidate])[0] <= max_tokens:
-            return candidate
+        length = counter.count([candidate])[0]
+        if length <= max_tokens:
+            return candidate, length
     return None
 
 
@@ -186,12 +187,11 @@ def trim_rows(rows: list[dict], counter, max_tokens: int, overflow: str, dropped
         batch = rows[start : start + BATCH_ROWS]
         for row, length in zip(batch, counter.count(batch), strict=True):
             if length > max_tokens and overflow == "truncate":
-                row = truncate_row(row, counter, max_tokens)
-                if row is not None:
-                    length = counter.count([row])[0]
-                    assert length <= max_tokens, f"truncate_row returned {length} > {max_tokens} tokens"
+                truncated = truncate_row(row, counter, max_tokens)
+                if truncated is not None:
+                    row, length = truncated
                     dropped["truncated (kept)"] = dropped.get("truncated (kept)", 0) + 1
-            if row is None or length > max_tokens:
+            if length > max_tokens:
                 dropped["too_long"] = dropped.get("too_long", 0) + 1
                 continue
             lengths.append(length)

@@ -31,6 +31,12 @@ REPO_CONFIG = Path(__file__).resolve().parent / "adapter_config.json"
 PERSONAS = {p.name: p for p in step2.PERSONAS}
 LORA_KEYS = ("fine_tune_type", "num_layers", "lora_parameters")
 
+
+def default_model() -> str:
+    """The base model the repository's adapter_config.json trains, so adapters and analysis agree by default."""
+    return read_json(REPO_CONFIG, "adapter_config.json", "restore it from git")["model"]
+
+
 # ----------------------------------------------------------------------------- the paper
 
 
@@ -182,8 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--id", help="an arXiv id to fetch, e.g. 1706.03762")
     src.add_argument("--pdf", type=Path, help="a local PDF")
     src.add_argument("--paper", help="the id of a paper already in --papers")
-    default_model = json.loads(REPO_CONFIG.read_text())["model"]
-    p.add_argument("--model", default=default_model, help="base model (default: adapter_config.json's, %(default)s)")
+    p.add_argument("--model", default=default_model(), help="base model (default: adapter_config.json's, %(default)s)")
     p.add_argument(
         "--adapters", type=Path, default=Path("adapters"), help="folder of persona adapters (default: %(default)s)"
     )

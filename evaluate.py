@@ -30,11 +30,10 @@ from pathlib import Path
 import analyze
 import sdg as step2
 from common import PERSONAS as PERSONA_NAMES
-from common import InputError, atomic_writer, die, iter_jsonl, setup_logging, write_json
+from common import InputError, atomic_writer, die, read_jsonl, setup_logging, write_json
 
 log = logging.getLogger("evaluate")
 
-REPO_CONFIG = Path(__file__).resolve().parent / "adapter_config.json"
 PERSONAS = {p.name: p for p in step2.PERSONAS}
 VERDICT_MAX_WORDS = 40
 EXECUTIVE_WORDS = (60, 400)
@@ -67,7 +66,7 @@ def follows_format(persona: str, text: str) -> bool:
 
 
 def uses_forbidden_word(persona: str, text: str) -> bool:
-    return any(re.search(rf"\b{stem}", text.lower()) for stem in PERSONAS[persona].forbidden_words)
+    return PERSONAS[persona].forbidden_word_in(text) is not None
 
 
 def reading_grade(text: str) -> float:
@@ -116,11 +115,7 @@ def held_out_rows(data: Path, persona: str, limit: int) -> tuple[Path, list[dict
     path = folder / "test.jsonl" if (folder / "test.jsonl").exists() else folder / "valid.jsonl"
     if not path.exists():
         raise InputError(f"no held-out rows for {persona}: {path} is missing; run split_data.py first")
-    rows = []
-    for lineno, row, problem in iter_jsonl(path):
-        if problem:
-            raise InputError(f"{path}:{lineno}: {problem}")
-        rows.append(row)
+    rows = [row for _, row in read_jsonl(path)]
     return path, rows[:limit] if limit else rows
 
 
@@ -259,8 +254,7 @@ def write_charts(results: dict, out: Path) -> list[Path]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    default_model = json.loads(REPO_CONFIG.read_text())["model"]
-    p.add_argument("--model", default=default_model, help="base model (default: %(default)s)")
+    p.add_argument("--model", default=analyze.default_model(), help="base model (default: %(default)s)")
     p.add_argument("--adapters", type=Path, default=Path("adapters"), help="(default: %(default)s)")
     p.add_argument("--data", type=Path, default=Path("data"), help="folder of split data (default: %(default)s)")
     p.add_argument("--personas", nargs="+", choices=PERSONA_NAMES, default=list(PERSONA_NAMES))

@@ -73,6 +73,11 @@ class Persona:
     def render(self, answer: BaseModel) -> str:
         return "\n\n".join(f"**{label}:** {getattr(answer, name).strip()}" for name, label in self.labels)
 
+    def forbidden_word_in(self, text: str) -> str | None:
+        """The first forbidden word stem that starts a word of text ("optimiz" catches "Optimizing"), or None."""
+        lowered = text.lower()
+        return next((stem for stem in self.forbidden_words if re.search(rf"\b{stem}", lowered)), None)
+
 
 PERSONAS = (
     Persona(
@@ -217,10 +222,9 @@ def answers_problem(answers: BaseModel) -> str | None:
         for name, _ in persona.labels:
             if len(getattr(answer, name).strip()) < MIN_FIELD_CHARS:
                 return f"too_short:{persona.name}.{name}"
-        rendered = persona.render(answer).lower()
-        for word in persona.forbidden_words:
-            if re.search(rf"\b{word}", rendered):
-                return f"forbidden_word:{persona.name}:{word}"
+        word = persona.forbidden_word_in(persona.render(answer))
+        if word:
+            return f"forbidden_word:{persona.name}:{word}"
     return None
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import paperExtractor as step1
 import sdg as step2
-from common import InputError, atomic_writer, count_tokens, die, read_json, setup_logging, write_json
+from common import InputError, atomic_writer, count_tokens, die, load_tokenizer, read_json, setup_logging, write_json
 
 log = logging.getLogger("analyze")
 
@@ -51,8 +51,7 @@ def paper_from_json(papers_json: Path, paper_id: str) -> dict:
 def paper_from_pdf(pdf: Path, papers_dir: Path) -> dict:
     if not pdf.is_file():
         raise InputError(f"--pdf {pdf}: no such file")
-    record = step1.local_records(pdf.parent)[step1.safe_filename(pdf.stem)]
-    return extract(record, papers_dir)
+    return extract(step1.local_record(pdf), papers_dir)
 
 
 def paper_from_arxiv(paper_id: str, args) -> dict:
@@ -159,8 +158,6 @@ class PersonaModel:
 
 def paper_units(paper: dict, tokenizer_spec: str, max_tokens: int) -> list:
     """Step 2's units for this paper: same skipping, same chunking, same keys."""
-    from common import load_tokenizer
-
     tokenizer = load_tokenizer(tokenizer_spec)
     units, _ = step2.build_units([paper], step2.chunk_budget(max_tokens), lambda t: count_tokens(tokenizer, t))
     return units

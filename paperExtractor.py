@@ -26,7 +26,7 @@ from concurrent.futures import as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import InputError, die, read_json, setup_logging, write_json
+from common import InputError, atomic_writer, die, read_json, setup_logging, write_json
 
 log = logging.getLogger("paperExtractor")
 
@@ -396,8 +396,6 @@ def download_pdf(session, url: str, dest: Path) -> str | None:
     """Download url to dest atomically; return None on success or the reason it failed."""
     import requests
 
-    from common import atomic_writer
-
     try:
         response = session.get(url, timeout=DOWNLOAD_TIMEOUT_S)
     except requests.RequestException as e:
@@ -487,24 +485,24 @@ def extract_paper(pdf_path: str, image_dir: str, max_pages: int, keep_appendix: 
 # ----------------------------------------------------------------------------- orchestration
 
 
+def local_record(path: Path) -> dict:
+    """The record of a local PDF; title and authors are filled from the PDF itself after extraction."""
+    return {
+        "id": safe_filename(path.stem),
+        "version": None,
+        "title": None,
+        "authors": [],
+        "abstract": None,
+        "categories": [],
+        "primary_category": None,
+        "published": None,
+        "pdf_url": None,
+        "pdf_path": str(path),
+    }
+
+
 def local_records(pdf_dir: Path) -> dict[str, dict]:
-    """Records for local PDFs; title and authors are filled from the PDF itself after extraction."""
-    records = {}
-    for path in sorted(pdf_dir.glob("*.pdf")):
-        paper_id = safe_filename(path.stem)
-        records[paper_id] = {
-            "id": paper_id,
-            "version": None,
-            "title": None,
-            "authors": [],
-            "abstract": None,
-            "categories": [],
-            "primary_category": None,
-            "published": None,
-            "pdf_url": None,
-            "pdf_path": str(path),
-        }
-    return records
+    return {record["id"]: record for record in map(local_record, sorted(pdf_dir.glob("*.pdf")))}
 
 
 def load_previous(out: Path) -> tuple[dict[str, dict], dict[str, dict]]:
@@ -585,17 +583,18 @@ def extract_all(records, args, done: dict, failures: dict, save) -> None:
             try:
                 done[record["id"]] = finish_record(record, future.result())
                 failures.pop(record["id"], None)
-            except FutureTimeout:
-                failures[record["id"]] = {
-                    "id": record["id"],
-                    "stage": "extract",
-                    "reason": f"timed out after {args.timeout:g} s (raise --timeout)",
-                }
-            except ValueError as e:  # a reason extract_paper gave: corrupt, encrypted, empty, no text
-                failures[record["id"]] = {"id": record["id"], "stage": "extract", "reason": str(e)}
-            except Exception as e:  # pebble.ProcessExpired for a crashed worker, a pymupdf4llm bug, ...
-                failures[record["id"]] = {"id": record["id"], "stage": "extract", "reason": f"{type(e).__name__}: {e}"}
+            except Exception as e:  # any failure of one paper is recorded; it never stops the run
+                failures[record["id"]] = {"id": record["id"], "stage": "extract", "reason": extract_failure(e, args)}
             save()
+
+
+def extract_failure(error: Exception, args) -> str:
+    """Why one paper's extraction failed, in words for papers.json."""
+    if isinstance(error, FutureTimeout):
+        return f"timed out after {args.timeout:g} s (raise --timeout)"
+    if isinstance(error, ValueError):  # a reason extract_paper gave: corrupt, encrypted, empty, no text
+        return str(error)
+    return f"{type(error).__name__}: {error}"  # pebble.ProcessExpired for a crashed worker, a pymupdf4llm bug, ...
 
 
 def build_parser() -> argparse.ArgumentParser:

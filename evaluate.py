@@ -297,9 +297,9 @@ def maybe_judge(results: dict, args) -> None:
         p: [(a["prompt"], a["answer"], b["answer"]) for a, b in zip(ans["base"], ans["adapter"], strict=True)]
         for p, ans in results["answers"].items()
     }
-    chars = sum(len(prompt) for rows in pairs.values() for prompt, _, _ in rows)
-    cost = judge_cost(sum(len(rows) for rows in pairs.values()), chars)
-    print(f"judge: {sum(len(r) for r in pairs.values()) * 2:,} Gemini calls, estimated ${cost:.3f}", file=sys.stderr)
+    n_pairs = sum(len(rows) for rows in pairs.values())
+    cost = judge_cost(n_pairs, sum(len(prompt) for rows in pairs.values() for prompt, _, _ in rows))
+    print(f"judge: {2 * n_pairs:,} Gemini calls, estimated ${cost:.3f}", file=sys.stderr)
     if not args.yes and input("run the judge? [y/N] ").strip().lower() != "y":
         return
     args.timeout, args.base_url = 120, args.base_url or os.environ.get("GEMINI_BASE_URL")

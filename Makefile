@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
-STYLES := eli5 intuitive executive
+# The personas to train, from personas.toml (or PERSONAS_FILE=...): stdlib only, so no venv is needed to read it.
+PERSONAS_FILE ?= personas.toml
+STYLES = $(shell $(PYTHON) personas.py --personas-file $(PERSONAS_FILE))
 
 .PHONY: venv test lint smoke pipeline train bench clean
 
@@ -28,9 +30,9 @@ smoke: $(STAMP)
 # Steps 1-4 with their defaults; needs the network and GEMINI_API_KEY. Each step resumes, so a rerun continues.
 pipeline: $(STAMP)
 	$(PY) paperExtractor.py
-	$(PY) sdg.py
-	$(PY) trim_jsonl.py
-	$(PY) split_data.py
+	$(PY) sdg.py --personas-file $(PERSONAS_FILE)
+	$(PY) trim_jsonl.py --personas-file $(PERSONAS_FILE)
+	$(PY) split_data.py --personas-file $(PERSONAS_FILE)
 
 # Without `wandb login` (a key in ~/.netrc) or WANDB_API_KEY, wandb.init would stop training: log offline instead.
 WANDB_MODE ?= $(if $(or $(WANDB_API_KEY),$(shell grep -s -l api.wandb.ai $${NETRC:-$$HOME/.netrc})),online,offline)
@@ -38,7 +40,8 @@ export WANDB_MODE
 
 # Step 5: one LoRA adapter per persona, with adapter_config.json.
 train: $(STAMP)
-	@echo "wandb: $(WANDB_MODE)"
+	@echo "wandb: $(WANDB_MODE); personas: $(STYLES)"
+	@test -n "$(STYLES)" || { echo "error: no personas read from $(PERSONAS_FILE)"; exit 1; }
 	for style in $(STYLES); do \
 	  $(VENV)/bin/mlx_lm.lora --config adapter_config.json --data data/$${style}_2048 --adapter-path adapters/$$style \
 	    || exit 1; \

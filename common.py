@@ -1,18 +1,59 @@
-"""The thin module the pipeline scripts share: JSONL streaming, atomic writes, errors and logging.
+"""The thin module the pipeline scripts share: the settings the steps must agree on, JSONL streaming, atomic
+writes, errors, logging and tokenizers.
 
 The scripts import from here and never from each other, so each step stays a standalone file.
 """
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-PERSONAS = ("eli5", "intuitive", "executive")  # the order of every per-persona loop and file list
+# ----------------------------------------------------------------------------- settings every step shares
+
+MAX_TOKENS = 2048  # the trainer's max_seq_length: step 2 sizes chunks for it, step 3 trims to it, 4 and 5 read it
+# Llama 3.2's chat template around the message texts, measured with its real tokenizer
+# (bench/template_margin.py): 26 tokens once (BOS and the default system header with its dates),
+# plus 5 per message (<|start_header_id|>, role, <|end_header_id|>, "\n\n", <|eot_id|>).
+TEMPLATE_BASE_TOKENS = 26
+TEMPLATE_TOKENS_PER_MESSAGE = 5
+
+
+def template_tokens(messages: int) -> int:
+    return TEMPLATE_BASE_TOKENS + TEMPLATE_TOKENS_PER_MESSAGE * messages
+
+
+def trimmed_path(data_dir: Path, persona: str, max_tokens: int) -> Path:
+    """Step 3's output for a persona, e.g. data/eli5_2048.jsonl; step 4 splits it into data/eli5_2048/."""
+    return Path(data_dir) / f"{persona}_{max_tokens}.jsonl"
+
+
+def split_dir(data_dir: Path, persona: str, max_tokens: int) -> Path:
+    return trimmed_path(data_dir, persona, max_tokens).with_suffix("")
+
+
+def other_budgets(data_dir: Path, persona: str, max_tokens: int) -> list[Path]:
+    """Step 3 outputs of this persona for another token budget that are newer than this one's: a sign that
+    trim_jsonl.py ran with another --max-tokens and the file about to be read is stale."""
+    mine = trimmed_path(data_dir, persona, max_tokens)
+    since = mine.stat().st_mtime if mine.exists() else 0.0
+    pattern = re.compile(rf"^{re.escape(persona)}_(\d+)\.jsonl$")
+    return sorted(
+        p
+        for p in Path(data_dir).glob(f"{persona}_*.jsonl")
+        if (m := pattern.match(p.name)) and int(m[1]) != max_tokens and p.stat().st_mtime > since
+    )
+
+
+def settings_from(cls, args):
+    """A frozen settings dataclass from parsed arguments: the one place argparse's namespace is read."""
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
 
 
 class InputError(Exception):
@@ -96,6 +137,12 @@ def repair_torn_tail(path: Path) -> int:
 # ----------------------------------------------------------------------------- writing
 
 
+def current_umask() -> int:
+    mask = os.umask(0o022)  # the only way to read it is to set it; put it straight back
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_writer(path: str | Path, mode: str = "w"):
     """Write to a temporary file beside `path`, then rename it into place: readers never see a partial file."""
@@ -103,6 +150,7 @@ def atomic_writer(path: str | Path, mode: str = "w"):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp makes 0600; a file made with open() would respect umask
         with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8"})) as f:
             yield f
             f.flush()

@@ -10,13 +10,17 @@ Writes: reports/eval.md, reports/eval.json and one PNG chart per metric in repor
 Per persona, base model against adapter, with greedy decoding:
   val_loss, perplexity   on the answers only (prompt masked), by mlx_lm's own evaluate()
   format                 share of answers with the persona's structure (**Analogy:** then **Explanation:** ...)
-  fk_grade, forbidden    ELI5: Flesch-Kincaid grade (textstat) and share of answers using a forbidden word
-  verdict_first, length_ok  Executive: the verdict opens the answer in <= 40 words; 60-400 words in all
-  tokens, rouge_l        all: answer length in tokens and ROUGE-L F1 against the reference answer
+  tokens, rouge_l        answer length in tokens and ROUGE-L F1 against the reference answer
+and the checks each persona's entry in personas.toml asks for (ELI5 and Executive by default):
+  fk_grade, grade_ok     max_reading_grade: Flesch-Kincaid grade (textstat), share at or under the maximum
+  forbidden              forbidden_words: share of answers using one
+  lead_first             first_field_max_words: the first field opens the answer in at most that many words
+  length_ok              answer_words: share of answers within [min, max] words
   judge_win_rate         with --judge gemini: adapter's share of wins over base, both orders judged
 """
 
 import argparse
+import dataclasses
 import json
 import logging
 import math
@@ -25,48 +29,67 @@ import re
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-import analyze
-import sdg as step2
-from common import PERSONAS as PERSONA_NAMES
-from common import InputError, atomic_writer, die, read_jsonl, setup_logging, write_json
+from common import (
+    MAX_TOKENS,
+    InputError,
+    atomic_writer,
+    die,
+    other_budgets,
+    read_jsonl,
+    settings_from,
+    setup_logging,
+    split_dir,
+    write_json,
+)
+from models import PersonaModel, adapter_configs, default_model, generate
+from personas import DEFAULT_FILE as DEFAULT_PERSONAS_FILE
+from personas import Persona, load_personas, select
+from teachers import DEFAULT_MODEL, PRICE_INPUT, PRICE_OUTPUT, api_key, is_retryable, make_client, wait_for
 
 log = logging.getLogger("evaluate")
 
-PERSONAS = {p.name: p for p in step2.PERSONAS}
-VERDICT_MAX_WORDS = 40
-EXECUTIVE_WORDS = (60, 400)
 METRIC_LABELS = {
     "val_loss": "validation loss (answers only)",
     "perplexity": "perplexity",
     "format": "format adherence",
-    "fk_grade": "Flesch-Kincaid grade (ELI5)",
-    "forbidden": "forbidden-word rate (ELI5)",
-    "verdict_first": "verdict first (Executive)",
-    "length_ok": "length within bounds (Executive)",
+    "fk_grade": "Flesch-Kincaid grade",
+    "grade_ok": "reading grade within the persona's maximum",
+    "forbidden": "forbidden-word rate",
+    "lead_first": "first field opens the answer, short",
+    "length_ok": "length within bounds",
     "tokens": "answer length (tokens)",
     "rouge_l": "ROUGE-L F1 vs reference",
     "judge_win_rate": "judge win rate",
 }
 
+
+@dataclass(frozen=True)
+class Settings:
+    model: str | None  # None: adapter_config.json's
+    adapters: Path
+    data: Path
+    personas_file: Path
+    personas: list[str] | None  # None: all in the personas file
+    limit: int
+    max_tokens: int
+    max_seq_length: int
+    seed: int
+    out: Path
+    judge: str | None
+    judge_model: str
+    base_url: str | None
+    yes: bool
+    verbose: bool
+
+
 # ----------------------------------------------------------------------------- metrics on one answer (pure)
 
 
-def sections_of(persona: str, text: str) -> dict[str, str] | None:
-    """The persona's labelled fields in order ("**Analogy:** ... **Explanation:** ..."), or None if malformed."""
-    labels = [label for _, label in PERSONAS[persona].labels]
-    pattern = r"\s*" + r"\s+".join(rf"\*\*{label}:\*\*\s*(?P<f{i}>\S.*?)" for i, label in enumerate(labels)) + r"\s*"
-    match = re.fullmatch(pattern, text, flags=re.DOTALL)
-    return {label: match[f"f{i}"] for i, label in enumerate(labels)} if match else None
-
-
-def follows_format(persona: str, text: str) -> bool:
-    return sections_of(persona, text) is not None
-
-
-def uses_forbidden_word(persona: str, text: str) -> bool:
-    return PERSONAS[persona].forbidden_word_in(text) is not None
+def follows_format(persona: Persona, text: str) -> bool:
+    return persona.parse(text) is not None
 
 
 def reading_grade(text: str) -> float:
@@ -75,13 +98,15 @@ def reading_grade(text: str) -> float:
     return float(textstat.flesch_kincaid_grade(re.sub(r"\*\*[^*]+:\*\*", "", text)))
 
 
-def verdict_first(text: str) -> bool:
-    fields = sections_of("executive", text)
-    return fields is not None and 0 < len(fields["Verdict"].split()) <= VERDICT_MAX_WORDS
+def lead_first(persona: Persona, text: str, max_words: int) -> bool:
+    """The first field opens the answer and says its piece in at most max_words words."""
+    fields = persona.parse(text)
+    first = persona.fields[0].name
+    return fields is not None and 0 < len(fields[first].split()) <= max_words
 
 
-def length_ok(text: str) -> bool:
-    return EXECUTIVE_WORDS[0] <= len(text.split()) <= EXECUTIVE_WORDS[1]
+def length_ok(text: str, words: tuple[int, int]) -> bool:
+    return words[0] <= len(text.split()) <= words[1]
 
 
 def rouge_l(reference: str, text: str) -> float:
@@ -90,16 +115,24 @@ def rouge_l(reference: str, text: str) -> float:
     return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True).score(reference, text)["rougeL"].fmeasure
 
 
-def answer_metrics(persona: str, text: str, reference: str, tokens: int) -> dict[str, float]:
+def answer_metrics(persona: Persona, text: str, reference: str, tokens: int) -> dict[str, float]:
+    """Every metric that applies to this persona, as its personas.toml entry says; the same keys for every
+    answer of a persona, so means line up."""
+    checks = persona.checks
     metrics = {
         "format": float(follows_format(persona, text)),
         "tokens": float(tokens),
         "rouge_l": rouge_l(reference, text),
     }
-    if persona == "eli5":
-        metrics |= {"fk_grade": reading_grade(text), "forbidden": float(uses_forbidden_word(persona, text))}
-    if persona == "executive":
-        metrics |= {"verdict_first": float(verdict_first(text)), "length_ok": float(length_ok(text))}
+    if checks.max_reading_grade is not None:
+        grade = reading_grade(text)
+        metrics |= {"fk_grade": grade, "grade_ok": float(grade <= checks.max_reading_grade)}
+    if persona.forbidden_words:
+        metrics["forbidden"] = float(persona.forbidden_word_in(text) is not None)
+    if checks.first_field_max_words is not None:
+        metrics["lead_first"] = float(lead_first(persona, text, checks.first_field_max_words))
+    if checks.answer_words is not None:
+        metrics["length_ok"] = float(length_ok(text, checks.answer_words))
     return metrics
 
 
@@ -110,8 +143,12 @@ def mean_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
 # ----------------------------------------------------------------------------- models
 
 
-def held_out_rows(data: Path, persona: str, limit: int) -> tuple[Path, list[dict]]:
-    folder = data / f"{persona}_2048"
+def held_out_rows(data: Path, persona: str, limit: int, max_tokens: int) -> tuple[Path, list[dict]]:
+    folder = split_dir(data, persona, max_tokens)
+    for newer in other_budgets(data, persona, max_tokens):
+        log.warning(
+            "%s is newer than %s/: was it trimmed with another --max-tokens? Pass --max-seq-length", newer, folder
+        )
     path = folder / "test.jsonl" if (folder / "test.jsonl").exists() else folder / "valid.jsonl"
     if not path.exists():
         raise InputError(f"no held-out rows for {persona}: {path} is missing; run split_data.py first")
@@ -133,15 +170,15 @@ def masked_loss(model, tokenizer, rows: list[dict], max_seq_length: int) -> floa
     return float(evaluate(model, dataset, batch_size=1, num_batches=-1, max_seq_length=max_seq_length))
 
 
-def run_side(model, tokenizer, persona: str, rows: list[dict], args) -> tuple[dict, list[dict]]:
+def run_side(model, tokenizer, persona: Persona, rows: list[dict], settings: Settings) -> tuple[dict, list[dict]]:
     """Loss, perplexity and mean answer metrics of one model on one persona's rows, plus the answers."""
     answers, per_answer = [], []
     for row in rows:
         messages, reference = split_prompt(row)
-        text, tokens = analyze.generate(model, tokenizer, messages, args.max_tokens, temperature=0.0)
+        text, tokens = generate(model, tokenizer, messages, settings.max_tokens, temperature=0.0)
         answers.append({"prompt": messages[-1]["content"], "reference": reference, "answer": text})
         per_answer.append(answer_metrics(persona, text, reference, tokens))
-    loss = masked_loss(model, tokenizer, rows, args.max_seq_length)
+    loss = masked_loss(model, tokenizer, rows, settings.max_seq_length)
     return {"val_loss": loss, "perplexity": math.exp(min(loss, 50.0)), **mean_metrics(per_answer)}, answers
 
 
@@ -154,13 +191,13 @@ JUDGE_INSTRUCTION = (
 )
 
 
-def judge_win_rate(client, model: str, persona: str, pairs: list[tuple[str, str, str]]) -> float:
+def judge_win_rate(client, model: str, persona: Persona, pairs: list[tuple[str, str, str]]) -> float:
     """Share of wins for the adapter over base. Each pair is judged twice, with A and B swapped, to cancel
     position bias; a tie or a split decision counts half."""
     from google.genai import types
 
     config = types.GenerateContentConfig(
-        system_instruction=JUDGE_INSTRUCTION.format(rubric=PERSONAS[persona].instructions),
+        system_instruction=JUDGE_INSTRUCTION.format(rubric=persona.instructions),
         response_mime_type="application/json",
         temperature=0.0,
         thinking_config=types.ThinkingConfig(thinking_budget=0),
@@ -181,8 +218,8 @@ def ask_with_retries(client, model: str, contents: str, config):
 
     for attempt in tenacity.Retrying(
         stop=tenacity.stop_after_attempt(6),
-        wait=step2.wait_for,
-        retry=tenacity.retry_if_exception(step2.is_retryable),
+        wait=wait_for,
+        retry=tenacity.retry_if_exception(is_retryable),
         reraise=True,
     ):
         with attempt:
@@ -192,7 +229,7 @@ def ask_with_retries(client, model: str, contents: str, config):
 def judge_cost(pairs_count: int, prompt_chars: int) -> float:
     """Rough USD for 2 judge calls per pair: prompt and both answers in, a few tokens out."""
     input_tokens = 2 * (prompt_chars / 4 + pairs_count * 400)
-    return input_tokens * step2.PRICE_INPUT / 1e6 + 2 * pairs_count * 10 * step2.PRICE_OUTPUT / 1e6
+    return input_tokens * PRICE_INPUT / 1e6 + 2 * pairs_count * 10 * PRICE_OUTPUT / 1e6
 
 
 # ----------------------------------------------------------------------------- report
@@ -254,45 +291,59 @@ def write_charts(results: dict, out: Path) -> list[Path]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=analyze.default_model(), help="base model (default: %(default)s)")
+    p.add_argument("--model", help="base model (default: the one adapter_config.json trains)")
     p.add_argument("--adapters", type=Path, default=Path("adapters"), help="(default: %(default)s)")
     p.add_argument("--data", type=Path, default=Path("data"), help="folder of split data (default: %(default)s)")
-    p.add_argument("--personas", nargs="+", choices=PERSONA_NAMES, default=list(PERSONA_NAMES))
+    p.add_argument(
+        "--personas-file", type=Path, default=DEFAULT_PERSONAS_FILE, help="persona definitions (default: personas.toml)"
+    )
+    p.add_argument("--personas", nargs="+", metavar="NAME", help="which personas (default: all in the personas file)")
     p.add_argument("--limit", type=int, default=50, help="held-out rows per persona; 0 = all (default: %(default)s)")
     p.add_argument("--max-tokens", type=int, default=512, help="tokens per generated answer (default: %(default)s)")
-    p.add_argument("--max-seq-length", type=int, default=2048, help="for the loss (default: %(default)s)")
+    p.add_argument(
+        "--max-seq-length",
+        type=int,
+        default=MAX_TOKENS,
+        help="the token budget the data was trimmed to: reads data/{persona}_N/ and bounds the loss "
+        "(default: %(default)s)",
+    )
     p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
     p.add_argument("--out", type=Path, default=Path("reports"), help="(default: %(default)s)")
     p.add_argument("--judge", choices=["gemini"], help="also ask Gemini which answer fits the persona better")
-    p.add_argument("--judge-model", default=step2.DEFAULT_MODEL, help="(default: %(default)s)")
-    p.add_argument("--base-url", default=None, help="Gemini-compatible endpoint for the judge (env GEMINI_BASE_URL)")
+    p.add_argument("--judge-model", default=DEFAULT_MODEL, help="(default: %(default)s)")
+    p.add_argument(
+        "--base-url",
+        default=os.environ.get("GEMINI_BASE_URL"),
+        help="Gemini-compatible endpoint for the judge (env GEMINI_BASE_URL)",
+    )
     p.add_argument("--yes", action="store_true", help="run the judge without asking to confirm its cost")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
 
-def evaluate_all(args, held_out: dict[str, tuple[Path, list[dict]]]) -> dict:
+def evaluate_all(settings: Settings, personas, held_out: dict[str, tuple[Path, list[dict]]]) -> dict:
     """Base first for every persona, then one adapter swap per persona, on a model loaded once."""
     import mlx.core as mx
 
-    persona_model = analyze.PersonaModel(
-        args.model, args.adapters, analyze.adapter_configs(args.adapters, args.personas, args.model)
-    )
+    configs = adapter_configs(settings.adapters, settings.personas, settings.model)
+    persona_model = PersonaModel(settings.model, settings.adapters, configs)
     results = {p: {"source": str(path), "rows": len(rows)} for p, (path, rows) in held_out.items()}
     answers = {p: {} for p in held_out}
     for side in ("base", "adapter"):
-        for persona, (_, rows) in held_out.items():
-            mx.random.seed(args.seed)
+        for persona in personas:
+            rows = held_out[persona.name][1]
+            mx.random.seed(settings.seed)
             if side == "adapter":
-                persona_model.use(persona)
-            results[persona][side], answers[persona][side] = run_side(
-                persona_model.model, persona_model.tokenizer, persona, rows, args
+                persona_model.use(persona.name)
+            results[persona.name][side], answers[persona.name][side] = run_side(
+                persona_model.model, persona_model.tokenizer, persona, rows, settings
             )
-            log.info("%s %s: %s", persona, side, {k: round(v, 3) for k, v in results[persona][side].items()})
-    return {"model": args.model, "seed": args.seed, "personas": results, "answers": answers}
+            metrics = {k: round(v, 3) for k, v in results[persona.name][side].items()}
+            log.info("%s %s: %s", persona.name, side, metrics)
+    return {"model": settings.model, "seed": settings.seed, "personas": results, "answers": answers}
 
 
-def maybe_judge(results: dict, args) -> None:
+def maybe_judge(results: dict, personas, settings: Settings) -> None:
     pairs = {
         p: [(a["prompt"], a["answer"], b["answer"]) for a, b in zip(ans["base"], ans["adapter"], strict=True)]
         for p, ans in results["answers"].items()
@@ -300,42 +351,47 @@ def maybe_judge(results: dict, args) -> None:
     n_pairs = sum(len(rows) for rows in pairs.values())
     cost = judge_cost(n_pairs, sum(len(prompt) for rows in pairs.values() for prompt, _, _ in rows))
     print(f"judge: {2 * n_pairs:,} Gemini calls, estimated ${cost:.3f}", file=sys.stderr)
-    if not args.yes and input("run the judge? [y/N] ").strip().lower() != "y":
+    if not settings.yes and input("run the judge? [y/N] ").strip().lower() != "y":
         return
-    args.timeout, args.base_url = 120, args.base_url or os.environ.get("GEMINI_BASE_URL")
-    if not step2.api_key():
+    if not api_key():
         die("the judge needs GEMINI_API_KEY")
-    client = step2.make_client(args)
-    for persona, rows in pairs.items():
+    client = make_client(timeout_s=120, base_url=settings.base_url)
+    for persona in personas:
         try:
-            win_rate = judge_win_rate(client, args.judge_model, persona, rows)
+            win_rate = judge_win_rate(client, settings.judge_model, persona, pairs[persona.name])
         except Exception as e:  # the generated results are kept; only this persona's judge score is missing
-            log.warning("judge failed for %s, reporting without it: %s: %s", persona, type(e).__name__, e)
+            log.warning("judge failed for %s, reporting without it: %s: %s", persona.name, type(e).__name__, e)
             continue
-        results["personas"][persona]["adapter"]["judge_win_rate"] = win_rate
+        results["personas"][persona.name]["adapter"]["judge_win_rate"] = win_rate
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose)
+    settings = settings_from(Settings, parser.parse_args(argv))
+    setup_logging(settings.verbose)
     started = time.monotonic()
     try:
-        held_out = {p: held_out_rows(args.data, p, args.limit) for p in args.personas}
-        results = evaluate_all(args, held_out)
+        personas = select(load_personas(settings.personas_file), settings.personas, settings.personas_file)
+        settings = dataclasses.replace(
+            settings, model=settings.model or default_model(), personas=[p.name for p in personas]
+        )
+        held_out = {
+            p.name: held_out_rows(settings.data, p.name, settings.limit, settings.max_seq_length) for p in personas
+        }
+        results = evaluate_all(settings, personas, held_out)
     except InputError as e:
         die(str(e))
-    if args.judge:
-        maybe_judge(results, args)
-    args.out.mkdir(parents=True, exist_ok=True)
-    write_json(args.out / "eval.json", results)
-    with atomic_writer(args.out / "eval.md") as f:
+    if settings.judge:
+        maybe_judge(results, personas, settings)
+    settings.out.mkdir(parents=True, exist_ok=True)
+    write_json(settings.out / "eval.json", results)
+    with atomic_writer(settings.out / "eval.md") as f:
         f.write(render_markdown(results))
-    charts = write_charts(results, args.out)
+    charts = write_charts(results, settings.out)
     rows = sum(r["rows"] for r in results["personas"].values())
     print(
-        f"done: {len(args.personas)} personas, {rows:,} held-out rows, {len(charts)} charts in "
-        f"{time.monotonic() - started:,.1f} s -> {args.out}/eval.md, {args.out}/eval.json"
+        f"done: {len(personas)} personas, {rows:,} held-out rows, {len(charts)} charts in "
+        f"{time.monotonic() - started:,.1f} s -> {settings.out}/eval.md, {settings.out}/eval.json"
     )
     return 0
 

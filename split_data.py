@@ -1,7 +1,7 @@
 """Step 4: split each persona's rows into train / valid (/ test) by paper: leak-free and reproducible.
 
 Run simply as:
-    $ python split_data.py                          # data/{eli5,intuitive,executive}_2048.jsonl
+    $ python split_data.py                          # data/{persona}_2048.jsonl, every persona
     $ python split_data.py data/mine.jsonl --valid-fraction 0.2 --test-fraction 0.1 --seed 7
 
 Reads:  chat JSONL rows; "meta.paper_id" groups them (rows without meta are grouped by their user message).
@@ -18,9 +18,22 @@ import json
 import logging
 import random
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from common import PERSONAS, InputError, die, iter_jsonl, setup_logging, write_jsonl
+from common import (
+    MAX_TOKENS,
+    InputError,
+    die,
+    iter_jsonl,
+    other_budgets,
+    settings_from,
+    setup_logging,
+    trimmed_path,
+    write_jsonl,
+)
+from personas import DEFAULT_FILE as DEFAULT_PERSONAS_FILE
+from personas import load_personas
 
 log = logging.getLogger("split_data")
 
@@ -99,14 +112,43 @@ def write_splits(path: Path, splits: dict[str, list[dict]]) -> Path:
     return folder
 
 
+@dataclass(frozen=True)
+class Settings:
+    inputs: list[Path]  # empty: data/{persona}_{max_tokens}.jsonl for every persona of the personas file
+    personas_file: Path
+    max_tokens: int
+    valid_fraction: float
+    test_fraction: float
+    seed: int
+    verbose: bool
+
+
+def default_inputs(settings: Settings) -> list[Path]:
+    """Step 3's outputs for every persona, warning when a file for another token budget is newer."""
+    paths = []
+    for persona in load_personas(settings.personas_file):
+        for newer in other_budgets(Path("data"), persona.name, settings.max_tokens):
+            log.warning("%s is newer than the file read: pass --max-tokens to split that budget", newer)
+        paths.append(trimmed_path(Path("data"), persona.name, settings.max_tokens))
+    return paths
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
         "inputs",
         nargs="*",
         type=Path,
-        default=[Path("data") / f"{persona}_2048.jsonl" for persona in PERSONAS],
-        help="trimmed chat JSONL files (default: data/{eli5,intuitive,executive}_2048.jsonl)",
+        help="trimmed chat JSONL files (default: data/{persona}_{max-tokens}.jsonl for every persona)",
+    )
+    p.add_argument(
+        "--personas-file", type=Path, default=DEFAULT_PERSONAS_FILE, help="persona definitions (default: personas.toml)"
+    )
+    p.add_argument(
+        "--max-tokens",
+        type=int,
+        default=MAX_TOKENS,
+        help="the budget trim_jsonl.py trimmed to, which names the default inputs (default: %(default)s)",
     )
     p.add_argument("--valid-fraction", type=float, default=0.15, help="share of papers (default: %(default)s)")
     p.add_argument(
@@ -119,18 +161,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = settings_from(Settings, parser.parse_args(argv))
     setup_logging(args.verbose)
     if not (
         0 < args.valid_fraction < 1 and 0 <= args.test_fraction < 1 and args.valid_fraction + args.test_fraction < 1
     ):
         parser.error("--valid-fraction must be in (0, 1), --test-fraction in [0, 1), and their sum below 1")
-    missing = [str(p) for p in args.inputs if not p.exists()]
+    try:
+        inputs = args.inputs or default_inputs(args)
+    except InputError as e:
+        die(str(e))
+    missing = [str(p) for p in inputs if not p.exists()]
     if missing:
         die(f"input not found: {', '.join(missing)}. Run trim_jsonl.py first, or name the files to split")
     log.info("settings: valid=%s test=%s seed=%d", args.valid_fraction, args.test_fraction, args.seed)
     try:
-        files = {path: dedupe(read_rows(path)) for path in args.inputs}
+        files = {path: dedupe(read_rows(path)) for path in inputs}
         groups = {group_key(row) for rows, _ in files.values() for row in rows}
         assignment = assign_groups(groups, args.valid_fraction, args.test_fraction, args.seed)
         for path, (rows, duplicates) in files.items():

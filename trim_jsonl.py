@@ -1,7 +1,7 @@
 """Step 3: make every training conversation fit the trainer's token limit.
 
 Run simply as:
-    $ python trim_jsonl.py                                        # data/{eli5,intuitive,executive}.jsonl
+    $ python trim_jsonl.py                                        # data/{persona}.jsonl, every persona
     $ python trim_jsonl.py --tokenizer mlx-community/Llama-3.2-3B-Instruct-4bit   # exact count
     $ python trim_jsonl.py data/mine.jsonl --overflow truncate
 
@@ -20,19 +20,24 @@ import logging
 import re
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from common import (
-    PERSONAS,
+    MAX_TOKENS,
     InputError,
     count_tokens,
     die,
     iter_jsonl,
     load_tokenizer,
     percentile,
+    settings_from,
     setup_logging,
+    template_tokens,
     write_jsonl,
 )
+from personas import DEFAULT_FILE as DEFAULT_PERSONAS_FILE
+from personas import load_personas
 
 log = logging.getLogger("trim_jsonl")
 
@@ -40,11 +45,7 @@ log = logging.getLogger("trim_jsonl")
 
 ROLES = {"system", "user", "assistant"}
 TRUNCATION_MARK = "\n\n[…truncated]"
-# Llama 3.2's chat template around the message texts, measured with its real tokenizer
-# (bench/template_margin.py): 26 tokens once (BOS and the default system header with its dates),
-# plus 5 per message (<|start_header_id|>, role, <|end_header_id|>, "\n\n", <|eot_id|>).
-TEMPLATE_BASE_TOKENS = 26
-TEMPLATE_TOKENS_PER_MESSAGE = 5
+# The chat template's overhead is common.template_tokens(), measured for Llama 3.2.
 # Llama 3's vocabulary extends cl100k_base, so cl100k never counts fewer tokens than Llama 3.2: on 203 real
 # paper sections the ratio was 1.000 to 1.043 (bench/template_margin.py). The estimate errs on the safe side.
 BATCH_ROWS = 1024
@@ -105,8 +106,7 @@ class TiktokenCounter:
         counts = []
         for row in rows:
             text_tokens = sum(next(lengths) for _ in row["messages"])
-            overhead = TEMPLATE_BASE_TOKENS + TEMPLATE_TOKENS_PER_MESSAGE * len(row["messages"])
-            counts.append(text_tokens + overhead)
+            counts.append(text_tokens + template_tokens(len(row["messages"])))
         return counts
 
 
@@ -205,16 +205,29 @@ def output_path(path: Path, max_tokens: int) -> Path:
     return path.with_name(f"{path.stem}_{max_tokens}.jsonl")
 
 
+@dataclass(frozen=True)
+class Settings:
+    inputs: list[Path]  # empty: data/{persona}.jsonl for every persona of the personas file
+    personas_file: Path
+    max_tokens: int
+    tokenizer: str
+    overflow: str
+    skip_invalid: bool
+    verbose: bool
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
         "inputs",
         nargs="*",
         type=Path,
-        default=[Path("data") / f"{persona}.jsonl" for persona in PERSONAS],
-        help="chat JSONL files (default: data/eli5.jsonl data/intuitive.jsonl data/executive.jsonl)",
+        help="chat JSONL files (default: data/{persona}.jsonl for every persona of --personas-file)",
     )
-    p.add_argument("--max-tokens", type=int, default=2048, help="limit per conversation (default: %(default)s)")
+    p.add_argument(
+        "--personas-file", type=Path, default=DEFAULT_PERSONAS_FILE, help="persona definitions (default: personas.toml)"
+    )
+    p.add_argument("--max-tokens", type=int, default=MAX_TOKENS, help="limit per conversation (default: %(default)s)")
     p.add_argument(
         "--tokenizer",
         default="cl100k_base",
@@ -232,7 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def trim_file(path: Path, counter, args) -> str:
+def trim_file(path: Path, counter, args: Settings) -> str:
     dropped: dict[str, int] = {}
     lengths: list[int] = []
     rows = read_rows(path, args.skip_invalid, dropped)
@@ -248,18 +261,22 @@ def trim_file(path: Path, counter, args) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = settings_from(Settings, parser.parse_args(argv))
     setup_logging(args.verbose)
     if args.max_tokens < MIN_USER_TOKENS * 2:
         parser.error(f"--max-tokens must be at least {MIN_USER_TOKENS * 2}")
-    missing = [str(p) for p in args.inputs if not p.exists()]
+    try:
+        inputs = args.inputs or [Path("data") / f"{p.name}.jsonl" for p in load_personas(args.personas_file)]
+    except InputError as e:
+        die(str(e))
+    missing = [str(p) for p in inputs if not p.exists()]
     if missing:
         die(f"input not found: {', '.join(missing)}. Run sdg.py first, or name the files to trim")
     started = time.monotonic()
     try:
         counter = load_counter(args.tokenizer)
         log.info("settings: max_tokens=%d tokenizer=%s overflow=%s", args.max_tokens, counter.name, args.overflow)
-        for path in args.inputs:
+        for path in inputs:
             print(trim_file(path, counter, args))
     except InputError as e:
         die(str(e))

@@ -44,9 +44,11 @@ class Faults:
     jitter_s: float = 0.0
 
 
-def good_answers(section: str) -> dict:
+def good_answers(section: str, schema: dict | None = None) -> dict:
+    """Answers for every persona the request's responseSchema names (the three known ones with their own
+    wording, any other with generic text per field), as the real API fills the schema it is given."""
     words = " ".join(re.findall(r"[A-Za-z]+", section)[:12]) or "this idea"
-    return {
+    known = {
         "eli5": {
             "analogy": f"Imagine a big toy box where every toy has its own labelled spot, like {words}.",
             "explanation": "When you want a toy you go straight to its spot, so you never have to dig around.",
@@ -59,6 +61,15 @@ def good_answers(section: str) -> dict:
             "verdict": "Adopt: it cuts lookup cost to a constant and needs no special hardware at all.",
             "summary": f"The approach ({words}) lowers latency and server cost; memory overhead is the main trade-off.",
         },
+    }
+    personas = (schema or {}).get("properties") or {name: None for name in known}
+    return {
+        name: known.get(name)
+        or {
+            field: f"Seen as {name}, the {field} of this text ({words}) is that each part has a place to go."
+            for field in ((personas[name] or {}).get("propertyOrdering") or (personas[name] or {}).get("properties"))
+        }
+        for name in personas
     }
 
 
@@ -153,7 +164,8 @@ class FakeGemini:
             }
         if outcome == "empty_candidates":
             return 200, {"promptFeedback": {"blockReason": "OTHER"}, "usageMetadata": usage}
-        text = json.dumps(good_answers(section))
+        schema = (request.get("generationConfig") or {}).get("responseSchema")
+        text = json.dumps(good_answers(section, schema))
         finish = "STOP"
         if outcome == "malformed_json":
             text = text[: len(text) // 2]

@@ -26,7 +26,8 @@ from fake_gemini import FakeGemini  # noqa: E402
 from pdfs import make_paper_pdf  # noqa: E402
 from tiny_model import build_tiny_llama  # noqa: E402
 
-PERSONAS = ("eli5", "intuitive", "executive")
+from personas import DEFAULT_FILE, load_personas  # noqa: E402
+
 TOPICS = [
     ("Fast Hash Tables for Everyone", "Hash tables"),
     ("Sorting Without Comparisons", "Radix sort"),
@@ -65,8 +66,9 @@ def generated_tokens(output: str) -> int:
     return int(match[1]) if match else 0
 
 
-def run_smoke(work: Path) -> dict:
-    """Run steps 1-5 in `work`; return what a caller checks: outputs per persona and the command log."""
+def run_smoke(work: Path, personas_file: Path = DEFAULT_FILE) -> dict:
+    """Run steps 1-5 in `work` for every persona of `personas_file`; return what a caller checks: outputs per
+    persona and the command log."""
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
@@ -95,16 +97,17 @@ def run_smoke(work: Path) -> dict:
             log,
         )
         run(
-            [py, ROOT / "sdg.py", "--base-url", gemini.base_url, "--rpm", "6000", "--tokenizer", model],
+            [py, ROOT / "sdg.py", "--base-url", gemini.base_url, "--rpm", "6000", "--tokenizer", model]
+            + ["--personas-file", personas_file],
             work,
             log,
             env={"GEMINI_API_KEY": KEY},
         )
-    run([py, ROOT / "trim_jsonl.py", "--tokenizer", model], work, log)
-    run([py, ROOT / "split_data.py"], work, log)
+    run([py, ROOT / "trim_jsonl.py", "--tokenizer", model, "--personas-file", personas_file], work, log)
+    run([py, ROOT / "split_data.py", "--personas-file", personas_file], work, log)
     result = {"log": log, "personas": {}}
-    for persona in PERSONAS:
-        adapters = work / "adapters" / persona
+    for persona in load_personas(personas_file):
+        adapters = work / "adapters" / persona.name
         # The repository's config as is; only what a 2-layer random model on a CPU needs differs.
         train = run(
             [
@@ -117,7 +120,7 @@ def run_smoke(work: Path) -> dict:
                 "--model",
                 model,
                 "--data",
-                f"data/{persona}_2048",
+                f"data/{persona.name}_2048",
                 "--adapter-path",
                 adapters,
                 "--num-layers",
@@ -146,7 +149,7 @@ def run_smoke(work: Path) -> dict:
                 "--adapter-path",
                 adapters,
                 "--prompt",
-                "Explain this like I'm 5:\nHash tables.",
+                persona.user_message("Hash tables."),
                 "--max-tokens",
                 "8",
             ],
@@ -154,7 +157,7 @@ def run_smoke(work: Path) -> dict:
             log,
         )
         train_losses, val_losses = losses(train)
-        result["personas"][persona] = {
+        result["personas"][persona.name] = {
             "train_losses": train_losses,
             "val_losses": val_losses,
             "truncation_warning": "longer than" in train,

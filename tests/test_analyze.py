@@ -11,6 +11,7 @@ from mlx.utils import tree_flatten
 from pdfs import make_paper_pdf
 
 import analyze
+import models
 
 
 def analyze_args(work, *extra):
@@ -61,8 +62,8 @@ def test_the_base_model_is_loaded_once_and_adapters_are_swapped_in(smoke_run, mo
     loads = []
     real_load = mlx_lm.load
     monkeypatch.setattr(mlx_lm, "load", lambda *a, **k: loads.append(a) or real_load(*a, **k))
-    configs = analyze.adapter_configs(work / "adapters", ["eli5", "executive"], str(work / "tiny-llama"))
-    persona_model = analyze.PersonaModel(str(work / "tiny-llama"), work / "adapters", configs)
+    configs = models.adapter_configs(work / "adapters", ["eli5", "executive"], str(work / "tiny-llama"))
+    persona_model = models.PersonaModel(str(work / "tiny-llama"), work / "adapters", configs)
     for persona in ("eli5", "executive", "eli5"):
         persona_model.use(persona)
         trained = mx.load(str(work / "adapters" / persona / "adapters.safetensors"))
@@ -94,7 +95,7 @@ def test_each_persona_sees_exactly_its_training_prompt(smoke_run, tmp_path):
         (["--paper", "2401.00000", "--adapters", "nowhere"], "no trained adapter in nowhere/eli5/: train it"),
         (["--paper", "2401.00000", "--model", "mlx-community/Llama-3.2-3B-Instruct-4bit"], "was trained on"),
         (["--paper", "9999.99999"], "paper '9999.99999' is not in"),
-        (["--id", "9999.99999"], "arXiv has no paper '9999.99999'"),
+        (["--id", "9999.99999"], "paperExtractor.py could not get the paper: arXiv found none of the ids 9999.99999"),
     ],
 )
 def test_clear_errors(smoke_run, extra, message):

@@ -4,7 +4,10 @@ import pytest
 from fake_gemini import FakeGemini, Faults
 
 import evaluate
-from evaluate import follows_format, length_ok, reading_grade, rouge_l, uses_forbidden_word, verdict_first
+from evaluate import follows_format, lead_first, length_ok, reading_grade, rouge_l
+from personas import by_name, load_personas
+
+PERSONAS = by_name(load_personas())
 
 GOOD = {
     "eli5": "**Analogy:** A toy box with a spot for each toy.\n\n**Explanation:** You find each toy at once.",
@@ -15,14 +18,15 @@ GOOD = {
 
 @pytest.mark.parametrize("persona", list(GOOD))
 def test_format_accepts_the_persona_structure_only(persona):
-    assert follows_format(persona, GOOD[persona])
-    labels = [label for _, label in evaluate.PERSONAS[persona].labels]
+    shape = PERSONAS[persona]
+    assert follows_format(shape, GOOD[persona])
+    labels = [f.label for f in shape.fields]
     swapped = GOOD[persona].replace(labels[0], "TMP").replace(labels[1], labels[0]).replace("TMP", labels[1])
-    assert not follows_format(persona, swapped)  # fields in the wrong order
-    assert not follows_format(persona, GOOD[persona].split("\n\n")[0])  # second field missing
-    assert not follows_format(persona, "Just some prose without the labels.")
+    assert not follows_format(shape, swapped)  # fields in the wrong order
+    assert not follows_format(shape, GOOD[persona].split("\n\n")[0])  # second field missing
+    assert not follows_format(shape, "Just some prose without the labels.")
     other = next(p for p in GOOD if p != persona)
-    assert not follows_format(persona, GOOD[other])
+    assert not follows_format(shape, GOOD[other])
 
 
 @pytest.mark.parametrize(
@@ -35,7 +39,7 @@ def test_format_accepts_the_persona_structure_only(persona):
     ],
 )
 def test_forbidden_words_match_their_inflections_only(text, forbidden):
-    assert uses_forbidden_word("eli5", text) is forbidden
+    assert (PERSONAS["eli5"].forbidden_word_in(text) is not None) is forbidden
 
 
 def test_reading_grade_of_known_texts():
@@ -51,12 +55,14 @@ def test_reading_grade_of_known_texts():
 
 
 def test_executive_verdict_first_and_length_bounds():
-    assert verdict_first(GOOD["executive"])
+    executive = PERSONAS["executive"]
+    assert executive.checks.first_field_max_words == 40 and executive.checks.answer_words == (60, 400)
+    assert lead_first(executive, GOOD["executive"], 40)
     long_verdict = "**Verdict:** " + "word " * 41 + "\n\n**Summary:** Fine."
-    assert not verdict_first(long_verdict)
-    assert not verdict_first("**Summary:** First.\n\n**Verdict:** Later.")
-    assert not length_ok(GOOD["executive"])  # 17 words: under the 60-word floor
-    assert length_ok("word " * 60) and not length_ok("word " * 401)
+    assert not lead_first(executive, long_verdict, 40)
+    assert not lead_first(executive, "**Summary:** First.\n\n**Verdict:** Later.", 40)
+    assert not length_ok(GOOD["executive"], (60, 400))  # 17 words: under the 60-word floor
+    assert length_ok("word " * 60, (60, 400)) and not length_ok("word " * 401, (60, 400))
 
 
 def test_rouge_l_bounds():
@@ -65,10 +71,10 @@ def test_rouge_l_bounds():
 
 
 def test_answer_metrics_on_planted_answers():
-    metrics = evaluate.answer_metrics("eli5", GOOD["eli5"], GOOD["eli5"], tokens=20)
+    metrics = evaluate.answer_metrics(PERSONAS["eli5"], GOOD["eli5"], GOOD["eli5"], tokens=20)
     assert metrics["format"] == 1.0 and metrics["forbidden"] == 0.0 and metrics["rouge_l"] == 1.0
-    assert metrics["tokens"] == 20.0 and metrics["fk_grade"] < 6
-    bad = evaluate.answer_metrics("eli5", "We optimize a neural network.", GOOD["eli5"], tokens=5)
+    assert metrics["tokens"] == 20.0 and metrics["fk_grade"] < 6 and metrics["grade_ok"] == 1.0
+    bad = evaluate.answer_metrics(PERSONAS["eli5"], "We optimize a neural network.", GOOD["eli5"], tokens=5)
     assert bad["format"] == 0.0 and bad["forbidden"] == 1.0
 
 
@@ -106,7 +112,11 @@ def test_every_metric_and_chart_is_produced_and_a_rerun_gives_identical_numbers(
                     assert value == pytest.approx(again[metric], rel=1e-5), (persona, side, metric)
                 else:
                     assert value == again[metric], (persona, side, metric)
-    expected = {"eli5": {"fk_grade", "forbidden"}, "intuitive": set(), "executive": {"verdict_first", "length_ok"}}
+    expected = {
+        "eli5": {"fk_grade", "grade_ok", "forbidden"},
+        "intuitive": set(),
+        "executive": {"lead_first", "length_ok"},
+    }
     common_metrics = {"val_loss", "perplexity", "format", "tokens", "rouge_l"}
     for persona, extra in expected.items():
         result = first["personas"][persona]
@@ -114,7 +124,7 @@ def test_every_metric_and_chart_is_produced_and_a_rerun_gives_identical_numbers(
         assert result["rows"] == 3
         assert result["adapter"]["val_loss"] != result["base"]["val_loss"]  # the adapter is really applied
     charts = {p.stem for p in (tmp_path / "a").glob("*.png")}
-    assert charts == common_metrics | {"fk_grade", "forbidden", "verdict_first", "length_ok"}
+    assert charts == common_metrics | {"fk_grade", "grade_ok", "forbidden", "lead_first", "length_ok"}
     assert "| validation loss (answers only) |" in (tmp_path / "a" / "eval.md").read_text()
 
 

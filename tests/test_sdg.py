@@ -4,15 +4,19 @@ import signal
 import subprocess
 import sys
 import time
-from types import SimpleNamespace
 
 import pytest
 from conftest import ROOT
 from fake_gemini import FAULT_KINDS, FakeGemini, Faults
 from google.genai import errors
 from helpers import PARAGRAPH
+from tenacity import RetryCallState
 
 import sdg
+import teachers
+import units
+from common import count_tokens, load_tokenizer
+from personas import load_personas
 
 KEY = "test-key-5f3a9c"  # must never appear in anything sdg.py writes
 
@@ -62,9 +66,12 @@ def keys(path):
     return [json.loads(line)["meta"]["key"] for line in path.read_text().splitlines()]
 
 
-def all_unit_keys(tmp_path, tiny_model):
-    args = SimpleNamespace(papers=tmp_path / "papers.json", tokenizer=str(tiny_model), max_tokens=512)
-    return {u.key for u in sdg.load_units(args)[0]}
+def all_unit_keys(tmp_path, tiny_model, max_tokens=512):
+    """Every unit of papers.json as sdg.py would cut it, computed from units.py directly."""
+    tokenizer = load_tokenizer(str(tiny_model))
+    papers = json.loads((tmp_path / "papers.json").read_text())["papers"]
+    budget = units.chunk_budget(max_tokens, load_personas())
+    return {u.key for u in units.build_units(papers, budget, lambda t: count_tokens(tokenizer, t))[0]}
 
 
 @pytest.fixture
@@ -242,8 +249,9 @@ def test_retry_info_delay_is_read_from_a_real_429_error():
         }
     }
     error = errors.ClientError(429, body)
-    assert sdg.retry_delay_from(error) == 37.0
-    assert sdg.is_retryable(error) and not sdg.is_retryable(errors.ClientError(404, {"error": {"code": 404}}))
+    assert teachers.retry_delay_from(error) == 37.0
+    assert teachers.is_retryable(error)
+    assert not teachers.is_retryable(errors.ClientError(404, {"error": {"code": 404}}))
 
 
 @pytest.mark.parametrize("asked, low, high", [("7s", 7.0, 8.0), ("86400s", 300.0, 301.0)])
@@ -251,15 +259,57 @@ def test_retry_info_is_waited_out_up_to_a_cap(asked, low, high):
     body = {
         "error": {"code": 429, "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": asked}]}
     }
-    outcome = SimpleNamespace(exception=lambda: errors.ClientError(429, body))
-    wait = sdg.wait_for(SimpleNamespace(outcome=outcome, attempt_number=1))
+    state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})
+    state.set_exception((errors.ClientError, errors.ClientError(429, body), None))
+    wait = teachers.wait_for(state)
     assert low <= wait <= high  # the delay asked for, plus up to 1 s of jitter; a day is capped at 5 minutes
 
 
 def test_chunks_split_at_paragraphs_and_fit_the_budget():
     text = "\n\n".join(f"Paragraph {i}." + " word" * 40 for i in range(10))
     count = lambda texts: [len(t.split()) for t in texts]  # noqa: E731 - one token per word
-    chunks = sdg.chunk_text(text, budget=100, count=count)
+    chunks = units.chunk_text(text, budget=100, count=count)
     assert all(sum(count([c])) <= 100 for c in chunks)
     assert "\n\n".join(chunks) == text  # nothing lost, nothing reordered
     assert all(c.startswith("Paragraph") for c in chunks)
+
+
+def test_todays_personas_render_the_rows_they_always_did_byte_for_byte():
+    """Rows generated before personas.toml existed stay valid: same prompts, same labels, same layout."""
+    unit = units.Unit("2401.00001", 2, 0, "A Paper", "2 Method", "Hash tables map keys to slots.")
+    answers = sdg_answers_model()(
+        eli5={"analogy": " A toy box. ", "explanation": "Each toy has a spot."},
+        intuitive={"mechanism": "A hash picks the slot.", "explanation": "No search needed."},
+        executive={"verdict": "Adopt it.", "summary": "Cheap and fast."},
+    )
+    rows = {p.name: sdg.make_row(p, unit, answers, "gemini-2.5-flash") for p in load_personas()}
+    assert [m["content"] for m in rows["eli5"]["messages"]] == [
+        "Explain this like I'm 5:\nHash tables map keys to slots.",
+        "**Analogy:** A toy box.\n\n**Explanation:** Each toy has a spot.",
+    ]
+    assert [m["content"] for m in rows["intuitive"]["messages"]] == [
+        "Explain the intuition behind this:\nHash tables map keys to slots.",
+        "**Mechanism:** A hash picks the slot.\n\n**Explanation:** No search needed.",
+    ]
+    assert [m["content"] for m in rows["executive"]["messages"]] == [
+        "Give me an executive summary:\nHash tables map keys to slots.",
+        "**Verdict:** Adopt it.\n\n**Summary:** Cheap and fast.",
+    ]
+    # The teacher's prompt of the three personas as it was before they became data.
+    assert sdg.system_instruction(load_personas()).startswith(
+        "You turn one section of a research paper into training data for three explainer personas. Answer only "
+        "from the text. Keep every field to 40-220 words, in plain prose without headings.\n\neli5: You are a "
+        "kindergarten teacher who is a master of analogies. Explain the single big idea of the text with one "
+        "concrete, physical analogy"
+    )
+    assert sdg.system_instruction(load_personas()).endswith(
+        "executive: You are a sceptical venture-capital analyst. Put the bottom line first as a one-sentence "
+        "verdict, then summarise value, utility, cost and hardware needs. Ignore novelty unless it changes speed "
+        "or cost."
+    )
+
+
+def sdg_answers_model():
+    from personas import answers_schema
+
+    return answers_schema(load_personas())

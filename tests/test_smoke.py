@@ -60,3 +60,59 @@ def test_rows_are_split_by_paper_in_the_chain(smoke):
             for name in ("train", "valid")
         }
         assert split["train"] and split["valid"] and not split["train"] & split["valid"]
+
+
+SOCRATIC = """
+[socratic]
+user_prefix = "Teach me this with questions:\\n"
+instructions = "You are a Socratic tutor. Lead the learner to the idea with questions, then answer them plainly."
+fields = [
+  { name = "questions", label = "Questions", words = [20, 120] },
+  { name = "answer", label = "Answer", words = [40, 220] },
+]
+checks = { answer_words = [30, 400] }
+"""
+
+
+def test_a_fourth_persona_in_a_personas_file_works_end_to_end(tmp_path):
+    """One edit, a personas file of the user's own, and every step follows: generate, trim, split, train,
+    analyze and evaluate, ending with four adapters and a four-perspective report."""
+    from pdfs import make_paper_pdf
+    from smoke import run_smoke
+
+    import analyze
+    import evaluate
+
+    personas_file = tmp_path / "my-personas.toml"
+    personas_file.write_text((ROOT / "personas.toml").read_text() + SOCRATIC)
+    work = tmp_path / "work"
+    result = run_smoke(work, personas_file)
+    assert list(result["personas"]) == ["eli5", "intuitive", "executive", "socratic"]
+    assert problems(result) == []
+    rows = [json.loads(line) for line in (work / "data" / "socratic_2048" / "train.jsonl").open()]
+    assert rows and all(r["messages"][0]["content"].startswith("Teach me this with questions:\n") for r in rows)
+    assert all(r["messages"][1]["content"].startswith("**Questions:** ") for r in rows)
+    assert all("\n\n**Answer:** " in r["messages"][1]["content"] for r in rows)
+
+    model = str(work / "tiny-llama")
+    pdf = tmp_path / "queues.pdf"
+    pdf.write_bytes(make_paper_pdf("Lock-Free Queues", "Lock-free queues"))
+    common = ["--model", model, "--adapters", str(work / "adapters"), "--personas-file", str(personas_file)]
+    report_path = tmp_path / "report.md"
+    assert (
+        analyze.main(
+            [*common, "--pdf", str(pdf), "--tokenizer", model, "--max-tokens", "4"]
+            + ["--out", str(report_path), "--papers-dir", str(tmp_path / "papers")]
+        )
+        == 0
+    )
+    report = json.loads(report_path.with_suffix(".json").read_text())
+    assert report["personas"] == ["eli5", "intuitive", "executive", "socratic"]
+    assert all(list(s["perspectives"]) == report["personas"] for s in report["sections"])
+    assert report["sections"][0]["perspectives"]["socratic"]["prompt"].startswith("Teach me this with questions:\n")
+
+    out = tmp_path / "eval"
+    args = [*common, "--data", str(work / "data"), "--limit", "2", "--max-tokens", "4", "--out", str(out)]
+    assert evaluate.main(args) == 0
+    socratic = json.loads((out / "eval.json").read_text())["personas"]["socratic"]
+    assert set(socratic["adapter"]) == {"val_loss", "perplexity", "format", "tokens", "rouge_l", "length_ok"}

@@ -1,15 +1,16 @@
 import subprocess
 import sys
-from types import SimpleNamespace
+import types
 
 import pytest
 from conftest import ROOT
 from helpers import chat_row, read_rows, write_rows
 
 import split_data
+from personas import load_personas
 from split_data import assign_groups
 
-PERSONAS = ("eli5", "intuitive", "executive")
+PERSONAS = [p.name for p in load_personas()]
 
 
 def persona_files(tmp_path, papers=20, sections=3):
@@ -101,7 +102,7 @@ def test_mlx_lm_loads_and_tokenizes_the_split_folder(tmp_path):
     path = persona_files(tmp_path, papers=8, sections=2)[0]
     split_data.main([str(path)])
     tokenizer = load_tokenizer(build_tiny_llama(tmp_path / "tiny"))
-    args = SimpleNamespace(
+    args = types.SimpleNamespace(  # mlx_lm's own CLI namespace, the shape its load_dataset reads
         data=str(path.with_suffix("")),
         train=True,
         test=False,

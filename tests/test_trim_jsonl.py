@@ -7,7 +7,8 @@ from helpers import PARAGRAPH, chat_row, read_rows, tiny_tiktoken, write_rows
 from mlx_lm.utils import load_tokenizer
 
 import trim_jsonl
-from trim_jsonl import TEMPLATE_BASE_TOKENS, TEMPLATE_TOKENS_PER_MESSAGE, TiktokenCounter
+from common import TEMPLATE_BASE_TOKENS, TEMPLATE_TOKENS_PER_MESSAGE
+from trim_jsonl import TiktokenCounter
 
 
 @pytest.fixture(scope="module")

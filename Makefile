@@ -55,6 +55,7 @@ bench: $(STAMP)
 	$(PY) bench/trim_bench.py
 	$(PY) paperExtractor.py --pdf-dir ../shared/papers --out .bench/papers.json --papers-dir .bench/papers
 	$(PY) bench/template_margin.py --papers .bench/papers.json
+	$(PY) bench/leak_bench.py --papers .bench/papers.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

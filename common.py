@@ -25,6 +25,10 @@ TEMPLATE_BASE_TOKENS = 26
 TEMPLATE_TOKENS_PER_MESSAGE = 5
 
 
+# trim_jsonl.py ends a cut user text with this; split_data.py ignores it when it compares sections.
+TRUNCATION_MARK = "\n\n[…truncated]"
+
+
 def template_tokens(messages: int) -> int:
     return TEMPLATE_BASE_TOKENS + TEMPLATE_TOKENS_PER_MESSAGE * messages
 

@@ -12,7 +12,9 @@ Tokens are counted for the whole conversation as mlx_lm.lora sees it:
   --tokenizer cl100k_base (default)  a tiktoken encoding plus a measured margin for the Llama 3.2 chat template
   --tokenizer MODEL_OR_FOLDER        that model's tokenizer and chat template, applied exactly as mlx_lm does
 A row over --max-tokens is dropped (default) or, with --overflow truncate, has its user text cut at a
-paragraph or sentence boundary; the assistant answer is never touched and the final length is re-checked.
+paragraph or sentence boundary; the assistant answer is never touched and the final length is re-checked. A cut
+that keeps less than --min-kept of the user text drops the row (its answer describes the whole text). A row whose
+text contains a special token string (<|begin_of_text|>, <|eot_id|>, ...) is invalid, like a malformed one.
 """
 
 import argparse
@@ -25,6 +27,7 @@ from pathlib import Path
 
 from common import (
     MAX_TOKENS,
+    TRUNCATION_MARK,
     InputError,
     count_tokens,
     die,
@@ -44,7 +47,6 @@ log = logging.getLogger("trim_jsonl")
 # ----------------------------------------------------------------------------- constants
 
 ROLES = {"system", "user", "assistant"}
-TRUNCATION_MARK = "\n\n[…truncated]"
 # The chat template's overhead is common.template_tokens(), measured for Llama 3.2.
 # Llama 3's vocabulary extends cl100k_base, so cl100k never counts fewer tokens than Llama 3.2: on 203 real
 # paper sections the ratio was 1.000 to 1.043 (bench/template_margin.py). The estimate errs on the safe side.
@@ -54,7 +56,40 @@ MIN_USER_TOKENS = 64  # a prompt cut shorter than this carries too little paper 
 # ----------------------------------------------------------------------------- validation
 
 
-def row_problem(row: dict) -> str | None:
+# Llama 3's control tokens: the estimate mode stands for Llama 3.2, whose tokenizer is not loaded then.
+LLAMA3_SPECIAL_TOKENS = (
+    "<|begin_of_text|>",
+    "<|end_of_text|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+    "<|eom_id|>",
+    "<|python_tag|>",
+    "<|finetune_right_pad_id|>",
+)
+LLAMA3_RESERVED = r"<\|reserved_special_token_\d+\|>"
+
+
+def special_token_finder(tokens: set[str], extra_pattern: str | None = None):
+    """A function returning the first special token string in a text, or None.
+
+    A text containing one is read by the tokenizer as a control token (a literal "<|begin_of_text|>" in a prompt
+    starts a new conversation mid-row), so such a row is invalid. A substring test on the tokens' first two
+    characters skips the regex for the rows that contain none, which is nearly all of them."""
+    alternatives = [re.escape(t) for t in sorted(tokens, key=len, reverse=True)] + [extra_pattern or "(?!)"]
+    pattern = re.compile("|".join(alternatives))
+    openings = {t[:2] for t in tokens} | ({"<|"} if extra_pattern else set())
+
+    def find(text: str) -> str | None:
+        if not any(opening in text for opening in openings):
+            return None
+        match = pattern.search(text)
+        return match[0] if match else None
+
+    return find
+
+
+def row_problem(row: dict, find_special=None) -> str | None:
     """Why a row cannot be trained on, or None. Mirrors what mlx_lm's ChatDataset needs."""
     messages = row.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -70,18 +105,26 @@ def row_problem(row: dict) -> str | None:
         return "empty assistant answer: the last message must be a non-empty assistant reply"
     if not any(m["role"] == "user" for m in messages):
         return "no user message"
+    for i, message in enumerate(messages):
+        token = find_special(message["content"]) if find_special else None
+        if token:
+            return (
+                f"special_token: messages[{i}] contains {token!r}, which the tokenizer reads as a control token, "
+                "not text (the first version of this pipeline left <|begin_of_text|> in its prompts)"
+            )
     return None
 
 
-def read_rows(path: Path, skip_invalid: bool, dropped: dict) -> list[dict]:
-    """All valid rows of a file; a bad row raises InputError (or is counted, with --skip-invalid)."""
+def read_rows(path: Path, skip_invalid: bool, dropped: dict, find_special=None) -> list[dict]:
+    """All valid rows of a file; a bad row raises InputError (or is counted by reason, with --skip-invalid)."""
     rows = []
     for lineno, row, problem in iter_jsonl(path):
-        problem = problem or row_problem(row)
+        problem = problem or row_problem(row, find_special)
         if problem is None:
             rows.append(row)
         elif skip_invalid:
-            dropped["invalid"] = dropped.get("invalid", 0) + 1
+            reason = "special_token" if problem.startswith("special_token") else "invalid"
+            dropped[reason] = dropped.get(reason, 0) + 1
         else:
             raise InputError(f"{path}:{lineno}: {problem}. Fix the row, or pass --skip-invalid to drop it")
     return rows
@@ -96,6 +139,9 @@ class TiktokenCounter:
     def __init__(self, encoding):
         self.encoding = encoding
         self.name = f"tiktoken:{encoding.name}"
+        self.find_special = special_token_finder(
+            set(encoding.special_tokens_set) | set(LLAMA3_SPECIAL_TOKENS), LLAMA3_RESERVED
+        )
 
     def count_text(self, texts: list[str]) -> list[int]:
         return count_tokens(self.encoding, texts)
@@ -116,6 +162,9 @@ class ChatTemplateCounter:
     def __init__(self, tokenizer, name: str):
         self.tokenizer = tokenizer
         self.name = name
+        decoder = getattr(tokenizer, "added_tokens_decoder", {}) or {}
+        specials = {t.content for t in decoder.values() if getattr(t, "special", False)}
+        self.find_special = special_token_finder(specials | set(getattr(tokenizer, "all_special_tokens", [])))
 
     def count_text(self, texts: list[str]) -> list[int]:
         return count_tokens(self.tokenizer, texts)
@@ -152,9 +201,9 @@ def cut_points(text: str) -> list[int]:
     return sorted(paragraphs | sentences, reverse=True)
 
 
-def truncate_row(row: dict, counter, max_tokens: int) -> tuple[dict, int] | None:
-    """Cut the last user message so the row fits max_tokens: the cut row and its re-checked token count,
-    or None if no boundary leaves enough of it.
+def truncate_row(row: dict, counter, max_tokens: int) -> tuple[dict, int, float] | None:
+    """Cut the last user message so the row fits max_tokens: the cut row, its re-checked token count and the
+    share of the user text's characters kept; None if no boundary leaves enough of it.
 
     Cuts happen on the text itself, never on decoded tokens, so no special token can leak into the prompt.
     """
@@ -177,19 +226,26 @@ def truncate_row(row: dict, counter, max_tokens: int) -> tuple[dict, int] | None
         candidate = with_user(head + TRUNCATION_MARK)
         length = counter.count([candidate])[0]
         if length <= max_tokens:
-            return candidate, length
+            return candidate, length, len(head) / len(text)
     return None
 
 
-def trim_rows(rows: list[dict], counter, max_tokens: int, overflow: str, dropped: dict, lengths: list[int]):
-    """Yield the rows that fit (truncating when asked), counting drops by reason and recording kept lengths."""
+def trim_rows(rows: list[dict], counter, settings: "Settings", dropped: dict, lengths: list[int]):
+    """Yield the rows that fit (truncating when asked), counting drops by reason and recording kept lengths.
+
+    A truncated row keeps its answer, which was written about the whole section: below --min-kept of the user
+    text the answer no longer matches its prompt, and the row is dropped as truncated_too_much."""
+    max_tokens = settings.max_tokens
     for start in range(0, len(rows), BATCH_ROWS):
         batch = rows[start : start + BATCH_ROWS]
         for row, length in zip(batch, counter.count(batch), strict=True):
-            if length > max_tokens and overflow == "truncate":
+            if length > max_tokens and settings.overflow == "truncate":
                 truncated = truncate_row(row, counter, max_tokens)
+                if truncated is not None and truncated[2] < settings.min_kept:
+                    dropped["truncated_too_much"] = dropped.get("truncated_too_much", 0) + 1
+                    continue
                 if truncated is not None:
-                    row, length = truncated
+                    row, length, _ = truncated
                     dropped["truncated (kept)"] = dropped.get("truncated (kept)", 0) + 1
             if length > max_tokens:
                 dropped["too_long"] = dropped.get("too_long", 0) + 1
@@ -212,6 +268,7 @@ class Settings:
     max_tokens: int
     tokenizer: str
     overflow: str
+    min_kept: float
     skip_invalid: bool
     verbose: bool
 
@@ -240,7 +297,19 @@ def build_parser() -> argparse.ArgumentParser:
         default="drop",
         help="what to do with a row over --max-tokens (default: %(default)s)",
     )
-    p.add_argument("--skip-invalid", action="store_true", help="drop malformed rows and count them instead of stopping")
+    p.add_argument(
+        "--min-kept",
+        type=float,
+        default=0.5,
+        metavar="SHARE",
+        help="with --overflow truncate: drop a row that would keep less than this share of its user text, "
+        "since its answer describes the whole text (default: %(default)s)",
+    )
+    p.add_argument(
+        "--skip-invalid",
+        action="store_true",
+        help="drop malformed rows and rows with special tokens, counted by reason, instead of stopping",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
@@ -248,9 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
 def trim_file(path: Path, counter, args: Settings) -> str:
     dropped: dict[str, int] = {}
     lengths: list[int] = []
-    rows = read_rows(path, args.skip_invalid, dropped)
+    rows = read_rows(path, args.skip_invalid, dropped, counter.find_special)
     out = output_path(path, args.max_tokens)
-    kept = write_jsonl(out, trim_rows(rows, counter, args.max_tokens, args.overflow, dropped, lengths))
+    kept = write_jsonl(out, trim_rows(rows, counter, args, dropped, lengths))
     lengths.sort()
     reasons = ", ".join(f"{n:,} {reason}" for reason, n in sorted(dropped.items())) or "none dropped"
     return (
@@ -265,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.verbose)
     if args.max_tokens < MIN_USER_TOKENS * 2:
         parser.error(f"--max-tokens must be at least {MIN_USER_TOKENS * 2}")
+    if not 0 <= args.min_kept <= 1:
+        parser.error("--min-kept must be a share between 0 and 1")
     try:
         inputs = args.inputs or [Path("data") / f"{p.name}.jsonl" for p in load_personas(args.personas_file)]
     except InputError as e:

@@ -19,7 +19,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "bench")]
@@ -76,7 +75,16 @@ def main(argv=None) -> int:
         tokenizer = load_tokenizer(model)
         source = tmp / "eli5.jsonl"
         source.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        options = SimpleNamespace(skip_invalid=False, max_tokens=2048, overflow="drop")
+        options = trim_jsonl.Settings(
+            inputs=[source],
+            personas_file=ROOT / "personas.toml",
+            max_tokens=2048,
+            tokenizer="",
+            overflow="drop",
+            min_kept=0.5,
+            skip_invalid=False,
+            verbose=False,
+        )
 
         def baseline():
             for row in rows:

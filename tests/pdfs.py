@@ -1,22 +1,52 @@
 """Generate small research-paper PDFs with PyMuPDF: title, abstract, numbered headings, two columns,
 an embedded figure and a references section, so step 1 runs on real PDF bytes without ../shared."""
 
+import random
+
 import pymupdf
 
-LOREM = (
-    "The method stores every key in a table and looks it up in constant time, so the cost of a query "
-    "does not grow with the size of the collection. We measure this on three workloads and find that "
-    "the speedup holds when the data no longer fits in memory, because the access pattern stays local. "
-)
+# Sentences that sections are drawn from. Each section of each paper draws its own, so two generated papers are
+# as different as two real ones: split_data.py joins near-identical sections, and templated text would be one.
+SENTENCES = [
+    "The method stores every key in a table and looks it up in constant time.",
+    "The cost of a query does not grow with the size of the collection.",
+    "We measure this on three workloads drawn from production traces.",
+    "The speedup holds when the data no longer fits in memory.",
+    "The access pattern stays local, so the cache does most of the work.",
+    "A second index answers range queries that the table cannot.",
+    "Writes are batched and flushed in the background every few seconds.",
+    "Each worker owns a shard, which removes most of the locking.",
+    "Failures are detected by heartbeats and repaired from a replica.",
+    "The baseline spends most of its time waiting on the disk.",
+    "Compression halves the memory footprint at a small cost in speed.",
+    "We tune one parameter, the load factor, and leave the rest fixed.",
+    "Tail latency improves more than the median does.",
+    "The design fits on one machine and scales out when it must.",
+    "A simple model predicts the throughput within ten percent.",
+    "Hot keys are spread over several slots to avoid contention.",
+    "Garbage collection runs incrementally and never pauses the service.",
+    "Queries that miss are answered by a compact filter first.",
+    "The experiments repeat five times and report the median.",
+    "Energy use falls because fewer cores sit idle.",
+    "Old entries expire after a time to live set by the operator.",
+    "The same idea applies to graphs, where vertices play the role of keys.",
+    "We release the code and the traces so others can reproduce the results.",
+    "Limitations remain for workloads dominated by scans.",
+]
 
 
 def paper_sections(topic: str) -> list[tuple[str, str]]:
-    return [
-        ("1 Introduction", f"{topic} matters because it is everywhere. " + LOREM * 2),
-        ("2 Method", f"Our approach to {topic} has two parts. " + LOREM * 2),
-        ("3 Experiments", f"We evaluate {topic} on public benchmarks. " + LOREM * 2),
-        ("4 Conclusion", f"{topic} can be made simple and fast. " + LOREM * 2),
-    ]
+    openings = {
+        "1 Introduction": f"{topic} matters because it is everywhere.",
+        "2 Method": f"Our approach to {topic} has two parts.",
+        "3 Experiments": f"We evaluate {topic} on public benchmarks.",
+        "4 Conclusion": f"{topic} can be made simple and fast.",
+    }
+    sections = []
+    for heading, opening in openings.items():
+        drawn = random.Random(f"{topic}:{heading}").sample(SENTENCES, 8)
+        sections.append((heading, " ".join([opening, *drawn])))
+    return sections
 
 
 def _figure_png() -> bytes:
@@ -41,7 +71,8 @@ def make_paper_pdf(title: str, topic: str = "Hash tables") -> bytes:
     page.insert_text((72, 80), title, fontsize=18, fontname="hebo")
     page.insert_text((72, 104), "Ada Lovelace, Alan Turing", fontsize=11)
     page.insert_text((72, 136), "Abstract", fontsize=12, fontname="hebo")
-    _textbox(page, pymupdf.Rect(72, 142, 540, 230), f"We study {topic}. " + LOREM, fontsize=10)
+    abstract = " ".join(random.Random(f"{topic}:abstract").sample(SENTENCES, 3))
+    _textbox(page, pymupdf.Rect(72, 142, 540, 230), f"We study {topic}. {abstract}", fontsize=10)
     page.insert_image(pymupdf.Rect(250, 235, 370, 315), stream=_figure_png())
     page.insert_text((200, 330), "Figure 1: The table layout used by the method.", fontsize=9)
     sections = paper_sections(topic)

@@ -1,3 +1,4 @@
+import random
 import subprocess
 import sys
 import types
@@ -7,6 +8,7 @@ from conftest import ROOT
 from helpers import chat_row, read_rows, write_rows
 
 import split_data
+from common import TRUNCATION_MARK
 from personas import load_personas
 from split_data import assign_groups
 
@@ -73,7 +75,7 @@ def test_duplicates_are_removed_and_counted_and_test_split_is_written(tmp_path, 
     assert "4 duplicates removed" in capsys.readouterr().out
 
 
-def test_rows_without_meta_are_grouped_by_their_user_message(tmp_path):
+def test_rows_without_meta_are_grouped_by_their_user_message(tmp_path, capsys):
     rows = [chat_row(f"question {i}", paper_id=None) for i in range(10)] * 2  # each question twice
     rows[10:] = [chat_row(f"question {i}", f"another answer {i}", paper_id=None) for i in range(10)]
     path = write_rows(tmp_path / "mine.jsonl", rows)
@@ -81,6 +83,101 @@ def test_rows_without_meta_are_grouped_by_their_user_message(tmp_path):
     train = {r["messages"][0]["content"] for r in read_rows(tmp_path / "mine" / "train.jsonl")}
     valid = {r["messages"][0]["content"] for r in read_rows(tmp_path / "mine" / "valid.jsonl")}
     assert not train & valid and len(train | valid) == 10
+    assert "valid 4 rows / 2 groups" in capsys.readouterr().out  # not "papers": these groups are sections
+
+
+# ----------------------------------------------------------------------------- data from elsewhere (no meta)
+
+VOCABULARY = [f"w{i}" for i in range(400)]
+PREFIXES = {p.name: p.user_prefix for p in load_personas()}
+
+
+def section(i: int, words: int = 160) -> str:
+    """A paragraph of seeded random words: unrelated sections share almost no word 5-grams."""
+    rng = random.Random(i)
+    return " ".join(rng.choice(VOCABULARY) for _ in range(words)) + "."
+
+
+def foreign_rows(persona: str, sections: int = 40) -> list[dict]:
+    """Rows as another pipeline writes them: no meta; sections 0-9 twice with different answers, and the
+    second copy truncated at a point that differs per persona, as trimming with different answers does."""
+    rows = [chat_row(PREFIXES[persona] + section(i), f"{persona} answer {i}", paper_id=None) for i in range(sections)]
+    cut = {"eli5": 300, "intuitive": 500, "executive": 700}[persona]
+    rows += [
+        chat_row(PREFIXES[persona] + section(i)[:cut] + TRUNCATION_MARK, f"{persona} other answer {i}", paper_id=None)
+        for i in range(10)
+    ]
+    return rows
+
+
+def opening(text: str) -> str:
+    """The issue's leak measure, computed independently of split_data: the first 200 characters of the
+    section (the prompt without its first line), whitespace folded."""
+    return " ".join(text.split("\n", 1)[1].split())[:200]
+
+
+def test_rows_without_meta_validate_every_persona_on_the_same_sections_and_twins_never_straddle(tmp_path, capsys):
+    paths = [write_rows(tmp_path / f"{p}_2048.jsonl", foreign_rows(p)) for p in PREFIXES]
+    assert split_data.main([str(p) for p in paths]) == 0
+    valid_sections, train_openings = [], set()
+    for path in paths:
+        folder = path.with_suffix("")
+        train, valid = read_rows(folder / "train.jsonl"), read_rows(folder / "valid.jsonl")
+        assert len(train) + len(valid) == 50
+        valid_sections.append({opening(r["messages"][0]["content"]) for r in valid})
+        train_openings |= {opening(r["messages"][0]["content"]) for r in train}
+    assert valid_sections[0] == valid_sections[1] == valid_sections[2]  # 100% shared by the three personas
+    assert not set().union(*valid_sections) & train_openings  # no twin or truncated copy on the other side
+    out = capsys.readouterr().out
+    assert "6 groups" in out  # round(40 sections * 0.15) in valid
+    assert "same_opening" in out  # the truncated copies were joined to their sections
+
+
+def test_near_identical_sections_under_two_paper_ids_are_joined_and_counted(tmp_path, capsys):
+    rows = [chat_row(PREFIXES["eli5"] + section(i), paper_id=f"2401.{i:05d}") for i in range(20)]
+    # Paper 2401.00003 extracted again as a local PDF: one word edited, a line break moved.
+    twin = section(3).replace("w", "v", 1).replace(" ", "\n", 1)
+    rows.append(chat_row(PREFIXES["eli5"] + "Abstract. " + twin, paper_id="local-copy"))
+    path = write_rows(tmp_path / "eli5_2048.jsonl", rows)
+    for seed in range(6):  # whatever the seed, the two copies land in the same split
+        assert split_data.main([str(path), "--seed", str(seed)]) == 0
+        where = {
+            r["meta"]["paper_id"]: name
+            for name in ("train", "valid")
+            for r in read_rows(tmp_path / "eli5_2048" / f"{name}.jsonl")
+        }
+        assert where["local-copy"] == where["2401.00003"]
+    assert "1 joins (1 near_duplicate)" in capsys.readouterr().out
+
+
+def test_near_duplicate_pairs_finds_edits_and_not_strangers():
+    texts = [section(i) for i in range(30)]
+    edited = texts[7].split()
+    edited[50] = "changed"
+    pairs = split_data.near_duplicate_pairs([*texts, " ".join(edited)], threshold=0.8)
+    # one word of 160 changed touches 5 of 156 five-grams: Jaccard ~0.94; unrelated sections share none
+    assert pairs == [(7, 30)]
+
+
+def test_check_reports_leaks_in_an_existing_split_and_passes_a_clean_one(tmp_path):
+    paths = [write_rows(tmp_path / f"{p}_2048.jsonl", foreign_rows(p)) for p in PREFIXES]
+    assert split_data.main([str(p) for p in paths]) == 0
+    folders = [str(p.with_suffix("")) for p in paths]
+    clean = subprocess.run(
+        [sys.executable, str(ROOT / "split_data.py"), "--check", *folders], capture_output=True, text=True, timeout=60
+    )
+    assert clean.returncode == 0 and "check: 0 leaking rows in 3 folders" in clean.stdout
+    # A user's own split: the same section in train and valid with two answers, one copy cut short.
+    leaky = tmp_path / "theirs"
+    write_rows(leaky / "train.jsonl", [chat_row("Summarise:\n" + section(i)) for i in range(5)])
+    write_rows(leaky / "valid.jsonl", [chat_row("Summarise:\n" + section(2)[:400], "another answer")])
+    before = {p.name: p.read_bytes() for p in leaky.iterdir()}
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "split_data.py"), "--check", str(leaky)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 1
+    assert f"{leaky}: 1 held-out rows; 1 also in its own train" in result.stdout
+    assert {p.name: p.read_bytes() for p in leaky.iterdir()} == before  # nothing rewritten
 
 
 @pytest.mark.parametrize("papers, args", [(1, []), (2, ["--test-fraction", "0.1"])])

@@ -7,7 +7,7 @@ from helpers import PARAGRAPH, chat_row, read_rows, tiny_tiktoken, write_rows
 from mlx_lm.utils import load_tokenizer
 
 import trim_jsonl
-from common import TEMPLATE_BASE_TOKENS, TEMPLATE_TOKENS_PER_MESSAGE
+from common import TEMPLATE_BASE_TOKENS, TEMPLATE_TOKENS_PER_MESSAGE, TRUNCATION_MARK
 from trim_jsonl import TiktokenCounter
 
 
@@ -42,18 +42,16 @@ def test_drop_keeps_only_rows_that_fit_by_the_exact_chat_template_count(tmp_path
 def test_truncate_cuts_user_text_at_a_boundary_and_never_the_answer(tmp_path, tiny_model, capsys):
     row = chat_row(long_user_text(30))
     src = write_rows(tmp_path / "intuitive.jsonl", [row, chat_row(long_user_text(1), paper_id="p2")])
-    assert (
-        trim_jsonl.main([str(src), "--max-tokens", "400", "--tokenizer", str(tiny_model), "--overflow", "truncate"])
-        == 0
-    )
+    args = [str(src), "--max-tokens", "400", "--tokenizer", str(tiny_model), "--overflow", "truncate"]
+    assert trim_jsonl.main([*args, "--min-kept", "0"]) == 0  # this test is about where the cut falls
     cut, short = read_rows(tmp_path / "intuitive_400.jsonl")
     tokenizer = load_tokenizer(tiny_model)
     user = cut["messages"][0]["content"]
     assert exact_length(tokenizer, cut) <= 400
     assert cut["messages"][1] == row["messages"][1]  # the answer is untouched
-    assert user.endswith(trim_jsonl.TRUNCATION_MARK)
-    assert user.removesuffix(trim_jsonl.TRUNCATION_MARK).endswith(".")  # cut after a sentence
-    assert row["messages"][0]["content"].startswith(user.removesuffix(trim_jsonl.TRUNCATION_MARK))
+    assert user.endswith(TRUNCATION_MARK)
+    assert user.removesuffix(TRUNCATION_MARK).endswith(".")  # cut after a sentence
+    assert row["messages"][0]["content"].startswith(user.removesuffix(TRUNCATION_MARK))
     assert "<|" not in user  # no special token leaks into the text
     assert short == chat_row(long_user_text(1), paper_id="p2")
     assert "2 kept (1 truncated (kept))" in capsys.readouterr().out
@@ -141,3 +139,44 @@ def test_missing_input_says_which_step_to_run(tmp_path):
         [sys.executable, str(ROOT / "trim_jsonl.py")], cwd=tmp_path, capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 1 and "Run sdg.py first" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "text, token",
+    [
+        ("<|begin_of_text|>Explain this like I'm 5:\nHash tables.", "<|begin_of_text|>"),  # the first pipeline's bug
+        ("Explain this:\nA <|start_header_id|> inside the text.", "<|start_header_id|>"),
+    ],
+)
+def test_a_special_token_in_the_text_is_invalid_content(tmp_path, tiny_model, capsys, text, token):
+    src = write_rows(tmp_path / "eli5.jsonl", [chat_row("fine"), chat_row(text)])
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "trim_jsonl.py"), str(src), "--tokenizer", str(tiny_model)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"{src}:2: special_token: messages[0] contains {token!r}" in result.stderr
+    assert trim_jsonl.main([str(src), "--tokenizer", str(tiny_model), "--skip-invalid"]) == 0
+    assert "1 kept (1 special_token)" in capsys.readouterr().out
+    assert [r["messages"][0]["content"] for r in read_rows(tmp_path / "eli5_2048.jsonl")] == ["fine"]
+
+
+def test_the_estimate_mode_knows_llama_special_tokens_without_loading_llama():
+    find = TiktokenCounter(tiny_tiktoken()).find_special
+    assert find("text <|eot_id|> more") == "<|eot_id|>"
+    assert find("a <|reserved_special_token_17|> b") == "<|reserved_special_token_17|>"
+    assert find("a <|plain|> pipe and < | spaced") is None
+
+
+def test_truncation_that_keeps_too_little_of_the_section_drops_the_row(tmp_path, tiny_model, capsys):
+    # 30 paragraphs where 400 tokens hold about 3: far under half of the user text survives the cut
+    src = write_rows(
+        tmp_path / "eli5.jsonl", [chat_row(long_user_text(30)), chat_row(long_user_text(1), paper_id="p2")]
+    )
+    args = [str(src), "--max-tokens", "400", "--tokenizer", str(tiny_model), "--overflow", "truncate"]
+    assert trim_jsonl.main(args) == 0
+    assert "1 kept (1 truncated_too_much)" in capsys.readouterr().out
+    assert trim_jsonl.main([*args, "--min-kept", "0.05"]) == 0  # a user who accepts short cuts keeps it
+    assert "2 kept (1 truncated (kept))" in capsys.readouterr().out

@@ -77,7 +77,8 @@ def setup_logging(verbose: bool = False) -> None:
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
-    for noisy in ("httpx", "google_genai", "google_genai.models", "arxiv"):  # one INFO line per HTTP request
+    # One INFO line per HTTP request; google-genai sends through httpx2, a fork with a logger of its own.
+    for noisy in ("httpx", "httpx2", "google_genai", "google_genai.models", "arxiv"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 

@@ -10,14 +10,21 @@ Reads:  papers.json (step 1).
 Writes: data/{persona}.jsonl (eli5, intuitive, executive by default), one row per section chunk:
           {"messages": [{"role": "user", ...}, {"role": "assistant", ...}],
            "meta": {paper_id, section, chunk, key, model}}
-        data/sdg_failures.jsonl (units that failed this run, with the reason) and data/sdg_stats.json (tokens, cost).
-Rows are appended and flushed as each unit finishes; a rerun skips finished units and retries failed ones.
+        data/sdg_failures.jsonl (units that failed this run, with the reason), data/sdg_orphans.jsonl (rows moved
+        out because their unit left papers.json, or a second copy) and data/sdg_stats.json (the cost ledger: one
+        entry per run, and their total).
+Rows are appended and flushed as each unit finishes; a rerun skips finished units and retries failed ones. A unit
+is keyed by its paper and its text, so editing papers.json re-pays only for what changed, and every run ends with
+each persona file holding one row per current unit. One run per output folder (a lock). An error every request
+would meet (key, permission, model, location, thinking budget, URL, a spent daily quota) stops the run, exit 1.
 """
 
 import argparse
 import asyncio
+import functools
 import logging
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field
@@ -38,28 +45,34 @@ from common import (
     settings_from,
     setup_logging,
     write_json,
+    write_jsonl,
 )
 from personas import DEFAULT_FILE as DEFAULT_PERSONAS_FILE
 from personas import Persona, answers_schema, load_personas
 from teachers import (
+    DAILY_QUOTA,
     DEFAULT_MODEL,
     PRICE_CACHED,
     PRICE_INPUT,
     PRICE_OUTPUT,
+    RETRYABLE,
+    SYSTEMIC,
     FatalAPIError,
     api_key,
-    is_fatal,
-    is_retryable,
+    classify,
+    error_facts,
     make_client,
+    settings_problem,
     wait_for,
 )
-from units import MIN_PROSE_CHARS, Unit, build_units, chunk_budget, request_text
+from units import MIN_PROSE_CHARS, Unit, build_units, canonical_key, chunk_budget, min_max_tokens, request_text
 
 log = logging.getLogger("sdg")
 
 # ----------------------------------------------------------------------------- constants
 
 MIN_FIELD_CHARS = 40
+SYSTEMIC_STREAK = 3  # the same non-retryable failure on this many units in a row is about the run, not the units
 BLOCK_REASONS = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "LANGUAGE"}
 NUMBER_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 
@@ -115,24 +128,83 @@ def system_instruction(personas: tuple[Persona, ...]) -> str:
 
 # ----------------------------------------------------------------------------- the quality gate
 
+# An answer that opens as a refusal, or says the text lacks what it was asked about, teaches the adapter to refuse.
+REFUSAL = re.compile(
+    r"^\W*(?:i'?m sorry|i am sorry|sorry\b|i cannot|i can'?t|i am unable|i'?m unable|as an ai\b)"
+    r"|\b(?:provided|given) (?:text|section|passage|excerpt) (?:does not|doesn't) (?:contain|provide|include|mention)",
+    re.IGNORECASE,
+)
+COPY_MAX_WORDS = 30  # a field may quote a phrase, not 30 words in a row of the section
+LANGUAGE_MIN_WORDS = 25  # shorter texts are too short to tell their language reliably
+LANGUAGE_CONFIDENCE = 0.9
 
-def answers_problem(answers: BaseModel, personas: tuple[Persona, ...]) -> str | None:
-    for persona in personas:
-        answer = getattr(answers, persona.name).model_dump()
-        for f in persona.fields:
-            if len(answer[f.name].strip()) < MIN_FIELD_CHARS:
-                return f"too_short:{persona.name}.{f.name}"
-        word = persona.forbidden_word_in(persona.render(answer))
-        if word:
-            return f"forbidden_word:{persona.name}:{word}"
+
+def copied_run(answer: str, section: str, n: int = 8) -> int:
+    """Words in the longest run of the answer that appears word for word in the section (0 under n words)."""
+    source = re.findall(r"\w+", section.lower())
+    grams = {tuple(source[i : i + n]) for i in range(len(source) - n + 1)}
+    words = re.findall(r"\w+", answer.lower())
+    best = run = 0
+    for i in range(len(words) - n + 1):
+        run = run + 1 if tuple(words[i : i + n]) in grams else 0
+        best = max(best, run + n - 1 if run else 0)
+    return best
+
+
+@functools.cache
+def _language_identifier():
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+
+
+def language_of(text: str) -> str | None:
+    """The text's language (ISO 639-1) when it is long enough and the identifier is confident, else None."""
+    if len(text.split()) < LANGUAGE_MIN_WORDS:
+        return None
+    language, confidence = _language_identifier().classify(text)
+    return language if confidence >= LANGUAGE_CONFIDENCE else None
+
+
+def field_problem(persona: Persona, field_name: str, text: str, section: str) -> str | None:
+    where = f"{persona.name}.{field_name}"
+    if len(text.strip()) < MIN_FIELD_CHARS:
+        return f"too_short:{where}"
+    labels = "|".join(re.escape(f.label) for f in persona.fields)
+    if re.match(rf"^\W*(?:{labels})\s*:", text, flags=re.IGNORECASE):
+        return f"repeated_label:{where}"
+    if REFUSAL.search(text):
+        return f"refusal:{where}"
+    if copied_run(text, section) >= COPY_MAX_WORDS:
+        return f"copied:{where}"
     return None
 
 
-def parse_response(response, schema, personas: tuple[Persona, ...]) -> tuple[BaseModel | None, str | None]:
-    """The validated answers of a generateContent response, or the reason it is unusable."""
+def answers_problem(answers: BaseModel, personas: tuple[Persona, ...], section: str) -> str | None:
+    """Why a parsed answer must not become training rows, or None: the first problem found, as reason:where."""
+    section_language = language_of(section)
+    for persona in personas:
+        answer = getattr(answers, persona.name).model_dump()
+        for f in persona.fields:
+            problem = field_problem(persona, f.name, answer[f.name], section)
+            if problem:
+                return problem
+        rendered = persona.render(answer)
+        word = persona.forbidden_word_in(rendered)
+        if word:
+            return f"forbidden_word:{persona.name}:{word}"
+        language = language_of(rendered)
+        if section_language and language and language != section_language:
+            return f"wrong_language:{persona.name}:{language}"
+    return None
+
+
+def parse_response(response, schema, personas, section: str) -> tuple[BaseModel | None, str | None]:
+    """The validated answers of a generateContent response, or the reason it is unusable. A reason starting
+    with "blocked_prompt" means the prompt itself was refused: asking again is pointless."""
     feedback = getattr(response, "prompt_feedback", None)
     if feedback is not None and feedback.block_reason:
-        return None, f"blocked:{getattr(feedback.block_reason, 'value', feedback.block_reason)}"
+        return None, f"blocked_prompt:{getattr(feedback.block_reason, 'value', feedback.block_reason)}"
     if not response.candidates:
         return None, "no_candidates"
     candidate = response.candidates[0]
@@ -141,11 +213,13 @@ def parse_response(response, schema, personas: tuple[Persona, ...]) -> tuple[Bas
         return None, f"blocked:{finish}"
     if finish == "MAX_TOKENS":
         return None, "max_tokens"
+    if finish not in ("STOP", "FINISH_REASON_UNSPECIFIED"):
+        return None, f"finish:{finish}"  # OTHER, MALFORMED_FUNCTION_CALL, ...: each reported as itself
     try:
         answers = schema.model_validate_json(response.text or "")
     except ValidationError as e:
         return None, f"invalid_json:{e.errors()[0]['type']}"
-    problem = answers_problem(answers, personas)
+    problem = answers_problem(answers, personas, section)
     return (None, problem) if problem else (answers, None)
 
 
@@ -167,12 +241,51 @@ def read_done_keys(out_dir: Path, personas: tuple[Persona, ...]) -> dict[str, se
                         f"{path}:{lineno}: {problem or 'row without meta.key'}; it was not written by "
                         "sdg.py. Move the file aside to start over"
                     )
-                keys.add(row["meta"]["key"])
+                keys.add(canonical_key(row["meta"]["key"]))
         done[persona.name] = keys
     return done
 
 
-def make_row(persona: Persona, unit: Unit, answers: BaseModel, model: str) -> dict:
+def reconcile(out_dir: Path, personas: tuple[Persona, ...], current: set[str]) -> dict[str, int]:
+    """Make each persona file hold exactly one row per current unit. Rows whose unit is no longer in papers.json
+    (a paper removed, a section edited) and second copies of a key move to sdg_orphans.jsonl, kept and never
+    deleted; keys of an older spelling are rewritten. A persona file is replaced atomically, after its orphans
+    are safely appended."""
+    moved = {"stale": 0, "duplicate": 0}
+    for persona in personas:
+        path = out_dir / f"{persona.name}.jsonl"
+        if not path.exists():
+            continue
+        seen, orphans, rekeyed = set(), [], 0
+        for _, row, _ in iter_jsonl(path):  # every line was checked by read_done_keys
+            key = canonical_key(row["meta"]["key"])
+            reason = "stale" if key not in current else "duplicate" if key in seen else None
+            if reason:
+                orphans.append({"persona": persona.name, "reason": reason, "row": row})
+                moved[reason] += 1
+            seen.add(key)
+            rekeyed += key != row["meta"]["key"]
+        if not orphans and not rekeyed:
+            continue
+        with open(out_dir / "sdg_orphans.jsonl", "a", encoding="utf-8") as f:
+            f.writelines(dump_jsonl_line(o) for o in orphans)
+            f.flush()
+            os.fsync(f.fileno())
+        write_jsonl(path, kept_rows(path, current))
+    return moved
+
+
+def kept_rows(path: Path, current: set[str]):
+    """The rows of a persona file that reconcile() keeps, first copy of each current key, keys respelled."""
+    seen = set()
+    for _, row, _ in iter_jsonl(path):
+        key = canonical_key(row["meta"]["key"])
+        if key in current and key not in seen:
+            seen.add(key)
+            yield {**row, "meta": {**row["meta"], "key": key}}
+
+
+def make_row(persona: Persona, unit: Unit, answers: BaseModel, model: str, model_version: str | None = None) -> dict:
     return {
         "messages": [
             {"role": "user", "content": persona.user_message(unit.text)},
@@ -184,6 +297,7 @@ def make_row(persona: Persona, unit: Unit, answers: BaseModel, model: str) -> di
             "chunk": unit.chunk,
             "key": unit.key,
             "model": model,
+            **({"model_version": model_version} if model_version else {}),
         },
     }
 
@@ -202,6 +316,10 @@ class Stats:
     thoughts_tokens: int = 0
     cached_tokens: int = 0
     failures: dict = field(default_factory=dict)  # reason -> count
+    started: float = field(default_factory=time.monotonic)
+
+    def seconds(self) -> float:
+        return time.monotonic() - self.started
 
     def add_usage(self, usage) -> None:
         if usage is None:
@@ -231,6 +349,7 @@ class Generator:
         self.client, self.settings, self.done, self.stats, self.progress = client, settings, done, stats, progress
         args = settings
         self.personas, self.schema = personas, answers_schema(personas)
+        self.streak = ("", 0)  # (signature of the last non-retryable failure, units in a row that had it)
         # One request per 60/rpm seconds: a bucket of one never bursts, so no 60 s window exceeds --rpm.
         self.rate = AsyncLimiter(1, 60.0 / args.rpm)
         self.tokens = AsyncLimiter(args.tpm, 60.0) if args.tpm else None
@@ -253,9 +372,9 @@ class Generator:
             f.close()
 
     async def call(self, unit: Unit):
-        """One generateContent call; every attempt, retries included, waits its turn at the rate limiter."""
+        """One generateContent call, bounded by --timeout as a whole; every attempt, retries included, waits its
+        turn at the rate limiter. Only what classify() calls retryable is retried."""
         import tenacity
-        from google.genai import errors
 
         def count_retry(state):
             self.stats.retrying += 1
@@ -264,7 +383,7 @@ class Generator:
         retrying = tenacity.AsyncRetrying(
             stop=tenacity.stop_after_attempt(self.settings.max_retries + 1),
             wait=wait_for,
-            retry=tenacity.retry_if_exception(is_retryable),
+            retry=tenacity.retry_if_exception(lambda e: classify(e) == RETRYABLE),
             before_sleep=count_retry,
             reraise=True,
         )
@@ -274,14 +393,27 @@ class Generator:
                     await self.tokens.acquire(min(self.settings.tpm, len(unit.text) // 3 + 1000))
                 async with self.rate:
                     self.stats.requests += 1
-                try:
-                    return await self.client.aio.models.generate_content(
-                        model=self.settings.model, contents=request_text(unit), config=self.config
-                    )
-                except errors.ClientError as e:
-                    if is_fatal(e):
-                        raise FatalAPIError(f"Gemini refused the request: {e.code} {e.status}: {e.message}") from None
-                    raise  # retried if retryable (429), else this unit fails (e.g. a 400 about its content)
+                request = self.client.aio.models.generate_content(
+                    model=self.settings.model, contents=request_text(unit), config=self.config
+                )
+                return await asyncio.wait_for(request, timeout=self.settings.timeout)
+
+    def stop_if_systemic(self, error: Exception) -> str:
+        """Raise FatalAPIError for an error every request would meet; else return this unit's failure reason."""
+        kind, facts = classify(error), error_facts(error)
+        if kind == DAILY_QUOTA:
+            raise FatalAPIError(f"the daily quota is spent ({', '.join(facts.quota_ids)}): {facts.message}")
+        if kind == SYSTEMIC:
+            raise FatalAPIError(f"Gemini refused the request: {facts.describe()}")
+        reason = f"api_error:{facts.code or type(error).__name__}"
+        if kind != RETRYABLE:  # retries exhausted is weather; the same refusal again and again is not
+            same = self.streak[0] == facts.signature
+            self.streak = (facts.signature, self.streak[1] + 1 if same else 1)
+            if self.streak[1] >= SYSTEMIC_STREAK:
+                raise FatalAPIError(
+                    f"the same error on {SYSTEMIC_STREAK} units in a row, so it is not about them: {facts.describe()}"
+                )
+        return reason
 
     async def run_unit(self, unit: Unit) -> None:
         async with self.slots:
@@ -291,21 +423,24 @@ class Generator:
                     response = await self.call(unit)
                 except FatalAPIError:
                     raise
-                except Exception as e:  # retries exhausted on 429/5xx/timeouts
-                    reason = f"api_error:{getattr(e, 'code', None) or type(e).__name__}"
+                except Exception as e:  # not retryable, or retries exhausted on 429/5xx/timeouts
+                    reason = self.stop_if_systemic(e)
                     break
                 self.stats.add_usage(response.usage_metadata)
-                answers, reason = parse_response(response, self.schema, self.personas)
+                answers, reason = parse_response(response, self.schema, self.personas, unit.text)
                 if answers is not None:
-                    self.write(unit, answers)
+                    self.streak = ("", 0)
+                    self.write(unit, answers, getattr(response, "model_version", None))
                     return
+                if reason.startswith("blocked_prompt"):
+                    break  # the same prompt is blocked again: do not pay to hear it twice
             self.record_failure(unit, reason)
 
-    def write(self, unit: Unit, answers: BaseModel) -> None:
+    def write(self, unit: Unit, answers: BaseModel, model_version: str | None) -> None:
         for persona in self.personas:
             if unit.key not in self.done[persona.name]:  # a unit cut short by a kill is completed, not duplicated
                 f = self.files[persona.name]
-                f.write(dump_jsonl_line(make_row(persona, unit, answers, self.settings.model)))
+                f.write(dump_jsonl_line(make_row(persona, unit, answers, self.settings.model, model_version)))
                 f.flush()
                 self.done[persona.name].add(unit.key)
         self.stats.done += 1
@@ -424,14 +559,92 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_papers(data, path: Path) -> list[dict]:
+    """papers.json's records, checked field by field; a damaged or foreign file names the paper and the field."""
+    if not isinstance(data, dict) or not isinstance(data.get("papers"), list):
+        raise InputError(f"{path}: expected {{'papers': [...]}} as paperExtractor.py writes it")
+    for index, paper in enumerate(data["papers"]):
+        name = paper.get("id") if isinstance(paper, dict) else None
+        where = f"{path}: paper {name!r}" if isinstance(name, str) and name else f"{path}: papers[{index}]"
+        fix = "rerun paperExtractor.py, or remove that record"
+        if not isinstance(paper, dict) or not isinstance(name, str) or not name:
+            raise InputError(f'{where}: no "id"; {fix}')
+        sections = paper.get("sections")
+        if sections is None and "sections" in paper or not isinstance(sections, list | None):
+            raise InputError(f'{where}: "sections" is {type(sections).__name__}, not a list; {fix}')
+        for i, section in enumerate(sections or []):
+            for field_name in ("heading", "text"):
+                if not isinstance(section, dict) or not isinstance(section.get(field_name), str):
+                    raise InputError(f'{where}: sections[{i}] has no text field "{field_name}"; {fix}')
+    return data["papers"]
+
+
 def load_units(settings: Settings, personas: tuple[Persona, ...]) -> tuple[list[Unit], int, object]:
     data = read_json(settings.papers, "papers.json", "run paperExtractor.py first, or pass --papers")
-    if not isinstance(data, dict) or not isinstance(data.get("papers"), list):
-        raise InputError(f"{settings.papers}: expected {{'papers': [...]}} as paperExtractor.py writes it")
+    papers = check_papers(data, settings.papers)
     tokenizer = load_tokenizer(settings.tokenizer)
     count = lambda texts: count_tokens(tokenizer, texts)  # noqa: E731
-    units, too_short = build_units(data["papers"], chunk_budget(settings.max_tokens, personas), count)
+    units, too_short = build_units(papers, chunk_budget(settings.max_tokens, personas), count)
     return units, too_short, tokenizer
+
+
+# ----------------------------------------------------------------------------- the cost ledger
+
+LEDGER_SUMS = (
+    "done",
+    "failed",
+    "requests",
+    "retries",
+    "prompt_tokens",
+    "candidates_tokens",
+    "thoughts_tokens",
+    "cached_tokens",
+    "cost_usd",
+    "seconds",
+)
+
+
+def read_ledger(path: Path) -> list[dict]:
+    """The runs recorded so far; a file from before the ledger (one run's fields) becomes its first run."""
+    if not path.exists():
+        return []
+    data = read_json(path, "the cost ledger", "move it aside to start a new ledger")
+    if isinstance(data, dict) and isinstance(data.get("runs"), list):
+        return data["runs"]
+    if isinstance(data, dict) and "cost_usd" in data:
+        return [data]
+    raise InputError(f"{path}: not a cost ledger ({{'runs': [...], 'total': {{...}}}}); move it aside")
+
+
+def ledger(runs: list[dict]) -> dict:
+    return {"runs": runs, "total": {k: round(sum(r.get(k, 0) for r in runs), 4) for k in LEDGER_SUMS}}
+
+
+def run_record(settings: Settings, stats: "Stats", outcome: str, units: int, pending: int, orphaned: dict) -> dict:
+    return {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(time.time() - stats.seconds())),
+        "outcome": outcome,
+        "model": settings.model,
+        "units": units,
+        "pending": pending,
+        "done": stats.done,
+        "failed": stats.failed,
+        "failures_by_reason": stats.failures,
+        "orphaned": orphaned,
+        "requests": stats.requests,
+        "retries": stats.retrying,
+        "prompt_tokens": stats.prompt_tokens,
+        "candidates_tokens": stats.candidates_tokens,
+        "thoughts_tokens": stats.thoughts_tokens,
+        "cached_tokens": stats.cached_tokens,
+        "cost_usd": round(stats.cost(settings), 4),
+        "prices_per_million": {
+            "input": settings.price_input,
+            "output": settings.price_output,
+            "cached": settings.price_cached,
+        },
+        "seconds": round(stats.seconds(), 1),
+    }
 
 
 def dry_run(units: list[Unit], tokenizer, settings: Settings, personas: tuple[Persona, ...]) -> None:
@@ -447,90 +660,122 @@ def dry_run(units: list[Unit], tokenizer, settings: Settings, personas: tuple[Pe
     )
 
 
+def check_settings(settings: Settings, personas: tuple[Persona, ...], parser) -> None:
+    """Usage mistakes, and settings the API would reject on every request, before any request is made."""
+    if settings.concurrency < 1 or settings.rpm <= 0 or settings.quality_attempts < 1 or settings.timeout <= 0:
+        parser.error("--concurrency, --rpm, --quality-attempts and --timeout must be positive")
+    if settings.limit < 0 or settings.max_retries < 0:
+        parser.error("--limit and --max-retries must be 0 or more")
+    smallest = min_max_tokens(personas)
+    if settings.max_tokens < smallest:
+        parser.error(
+            f"--max-tokens {settings.max_tokens} leaves no room for a useful chunk: the chat template, the longest "
+            f"answer and a chunk of text need at least {smallest}"
+        )
+    problem = settings_problem(settings.model, settings.thinking_budget, settings.base_url)
+    if problem:
+        parser.error(problem)
+
+
 def main(argv: list[str] | None = None) -> int:
+    from filelock import FileLock, Timeout
+
     parser = build_parser()
     settings = settings_from(Settings, parser.parse_args(argv))
     setup_logging(settings.verbose)
-    if settings.concurrency < 1 or settings.rpm <= 0 or settings.quality_attempts < 1:
-        parser.error("--concurrency, --rpm and --quality-attempts must be positive")
-    shown = {k: str(v) for k, v in vars(settings).items() if not k.startswith("price_")}
-    log.info("settings: %s", shown)
-    started = time.monotonic()
     try:
         personas = load_personas(settings.personas_file)
+    except InputError as e:
+        die(str(e))
+    check_settings(settings, personas, parser)
+    shown = {k: str(v) for k, v in vars(settings).items() if not k.startswith("price_")}
+    log.info("settings: %s", shown)
+    try:
         units, too_short, tokenizer = load_units(settings, personas)
+    except InputError as e:
+        die(str(e))
+    log.info("%d units (%d sections under %d characters of prose skipped)", len(units), too_short, MIN_PROSE_CHARS)
+    if settings.dry_run:
+        done = read_done_keys(settings.out_dir, personas) if settings.out_dir.exists() else {}
+        pending = [u for u in units if any(u.key not in done.get(p.name, ()) for p in personas)]
+        dry_run(pending[: settings.limit or None], tokenizer, settings, personas)
+        return 0
+    if not api_key():
+        die("no API key: export GEMINI_API_KEY (get one at https://aistudio.google.com/apikey), or use --dry-run")
+    try:
         settings.out_dir.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(settings.out_dir / ".sdg.lock")
+        lock.acquire(timeout=0)
+    except Timeout:
+        die(f"another sdg.py run is writing to {settings.out_dir}/; wait for it to finish, or pass another --out-dir")
+    except OSError as e:
+        die(f"cannot write to {settings.out_dir}/ ({e.strerror}); pass --out-dir a folder you can write to")
+    with lock:
+        return generate_all(settings, personas, units, too_short)
+
+
+def generate_all(settings: Settings, personas: tuple[Persona, ...], units: list[Unit], too_short: int) -> int:
+    """The run under the output folder's lock: generate what is pending, reconcile the persona files with the
+    current units, and record the run in the ledger, however it ends."""
+    stats_path = settings.out_dir / "sdg_stats.json"
+    try:
+        runs = read_ledger(stats_path)
         done = read_done_keys(settings.out_dir, personas)
     except InputError as e:
         die(str(e))
     pending = [u for u in units if any(u.key not in done[p.name] for p in personas)]
     finished = len(units) - len(pending)
-    if settings.limit:
-        pending = pending[: settings.limit]
-    log.info(
-        "%d units (%d sections under %d characters of prose skipped); skipping %d already done",
-        len(units),
-        too_short,
-        MIN_PROSE_CHARS,
-        finished,
-    )
-    if settings.dry_run:
-        dry_run(pending, tokenizer, settings, personas)
-        return 0
-    if not api_key():
-        die("no API key: export GEMINI_API_KEY (get one at https://aistudio.google.com/apikey), or use --dry-run")
+    pending = pending[: settings.limit or None]
+    log.info("skipping %d units already done; %d to generate", finished, len(pending))
+    stats, outcome, stop_message = Stats(), "complete", None
     try:
-        stats = asyncio.run(generate(pending, settings, personas, done)) if pending else Stats()
+        if pending:
+            asyncio.run(generate(pending, settings, personas, done, stats))
     except KeyboardInterrupt:
-        die(f"interrupted: finished units are saved in {settings.out_dir}/; rerun the same command to resume")
-    elapsed = time.monotonic() - started
-    summary = {
-        "model": settings.model,
-        "units": len(units),
-        "skipped_done": finished,
-        "skipped_too_short": too_short,
-        "done": stats.done,
-        "failed": stats.failed,
-        "failures_by_reason": stats.failures,
-        "requests": stats.requests,
-        "retries": stats.retrying,
-        "prompt_tokens": stats.prompt_tokens,
-        "candidates_tokens": stats.candidates_tokens,
-        "thoughts_tokens": stats.thoughts_tokens,
-        "cached_tokens": stats.cached_tokens,
-        "cost_usd": round(stats.cost(settings), 4),
-        "prices_per_million": {
-            "input": settings.price_input,
-            "output": settings.price_output,
-            "cached": settings.price_cached,
-        },
-        "seconds": round(elapsed, 1),
-    }
-    write_json(settings.out_dir / "sdg_stats.json", summary)
+        outcome = "interrupted"
+        stop_message = f"interrupted: finished units are saved in {settings.out_dir}/; rerun the same command to resume"
+    except FatalAPIError as e:
+        outcome = f"stopped: {e}"
+        left = len(pending) - stats.done - stats.failed
+        stop_message = (
+            f"{e}\nStopped after {stats.requests:,} requests (${stats.cost(settings):.4f}): {stats.done:,} units "
+            f"done this run, {left:,} not attempted. "
+            + (
+                "Rerun after the daily reset (midnight Pacific time), or use a paid key; it resumes."
+                if "daily quota" in str(e)
+                else f"Fix the cause (GEMINI_API_KEY, --model e.g. {DEFAULT_MODEL}, --base-url, "
+                "--thinking-budget) and rerun; finished rows are kept."
+            )
+        )
+    orphaned = reconcile(settings.out_dir, personas, {u.key for u in units})
+    write_json(stats_path, ledger([*runs, run_record(settings, stats, outcome, len(units), len(pending), orphaned)]))
+    if stop_message:
+        die(stop_message)
     reasons = ", ".join(f"{n:,} {r}" for r, n in sorted(stats.failures.items()))
+    moved = ", ".join(f"{n:,} {r}" for r, n in orphaned.items() if n)
     print(
         f"done: {stats.done:,} ok, {stats.failed:,} failed{f' ({reasons})' if reasons else ''}, "
-        f"{finished:,} skipped, {too_short:,} too short | {stats.requests:,} requests, "
+        f"{finished:,} skipped, {too_short:,} too short, "
+        f"{sum(orphaned.values()):,} orphaned rows moved{f' ({moved})' if moved else ''} | "
+        f"{stats.requests:,} requests, "
         f"{stats.prompt_tokens + stats.candidates_tokens + stats.thoughts_tokens:,} tokens, "
-        f"${summary['cost_usd']:.4f} in {elapsed:,.1f} s -> {settings.out_dir}/"
+        f"${stats.cost(settings):.4f} in {stats.seconds():,.1f} s -> {settings.out_dir}/"
     )
+    if pending and stats.done == 0 and stats.failed:
+        die(f"no unit succeeded; the reasons are in {settings.out_dir}/sdg_failures.jsonl")
     return 0
 
 
-async def generate(units: list[Unit], settings: Settings, personas: tuple[Persona, ...], done) -> Stats:
+async def generate(units: list[Unit], settings: Settings, personas: tuple[Persona, ...], done, stats) -> None:
     from tqdm import tqdm
 
-    stats = Stats()
     with tqdm(total=len(units), desc="generate", unit="unit") as progress:
         client = make_client(settings.timeout, settings.base_url)
         generator = Generator(client, settings, personas, done, stats, progress)
         try:
             await generator.run(units)
-        except FatalAPIError as e:
-            die(f"{e}. Check GEMINI_API_KEY and --model (e.g. {DEFAULT_MODEL}); finished rows are kept")
         finally:
             generator.close()
-    return stats
 
 
 if __name__ == "__main__":

@@ -63,7 +63,7 @@ def run_sdg(work: Path, fake: FakeGemini, tokenizer: Path, rpm: int, concurrency
     """Run sdg.py from scratch; return the number of units it did not write."""
     data = work / "data"
     for old in data.glob("*"):
-        old.unlink()
+        old.unlink()  # .sdg.lock included: glob("*") matches dot files
     cmd = [
         sys.executable,
         str(ROOT / "sdg.py"),
@@ -81,8 +81,8 @@ def run_sdg(work: Path, fake: FakeGemini, tokenizer: Path, rpm: int, concurrency
         str(tokenizer),
     ]
     subprocess.run(cmd, check=True, env={**os.environ, "GEMINI_API_KEY": KEY}, capture_output=True)
-    stats = json.loads((data / "sdg_stats.json").read_text())
-    return stats["units"] - stats["done"]
+    run = json.loads((data / "sdg_stats.json").read_text())["runs"][-1]  # the ledger's record of this run
+    return run["units"] - run["done"]
 
 
 def run_baseline(fake: FakeGemini, units: int) -> int:

@@ -1,6 +1,14 @@
 """A loopback stand-in for the Gemini REST API's generateContent, as the real google-genai client calls it:
 POST {base}/v1/models/{model}:generateContent (or /v1beta/) with x-goog-api-key, answering candidates with
-finishReason and usageMetadata, or google.rpc error bodies (429 with RetryInfo, 500, 503, 404).
+finishReason, text and thought parts, a full usageMetadata, responseId and modelVersion, or the google.rpc error
+bodies the real service sends (copied from real answers quoted in public bug reports):
+  400 INVALID_ARGUMENT with ErrorInfo API_KEY_INVALID (bad key); "Budget 0 is invalid. This model only works in
+      thinking mode." (gemini-2.5-pro at thinking budget 0) and "The thinking budget (N) is invalid."
+  400 FAILED_PRECONDITION "User location is not supported for the API use."
+  403 PERMISSION_DENIED with ErrorInfo SERVICE_DISABLED; 404 NOT_FOUND for an unknown model
+  429 RESOURCE_EXHAUSTED with QuotaFailure (a per-minute quotaId and RetryInfo, or a per-day one with a short
+      RetryInfo, as real daily quotas answer), or bare, with no details at all
+  500 INTERNAL, 503 UNAVAILABLE; and a 200 whose body is a proxy's HTML login page
 
     $ python tests/fake_gemini.py --port 8765 --latency 2 --rate-429 0.05   # for bench/ and make smoke
 """
@@ -16,6 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 FAULT_KINDS = (
     "rate_429",
+    "bare_429",
     "rate_500",
     "rate_503",
     "bad_request",
@@ -23,8 +32,26 @@ FAULT_KINDS = (
     "safety",
     "max_tokens",
     "empty_candidates",
+    "finish_other",
 )
+QUALITY_FAULTS = ("refusal", "wrong_language", "repeated_label", "copied")  # answers the gate must reject
 KNOWN_MODELS = {"gemini-2.5-flash", "gemini-2.5-flash-lite", "gemini-2.5-pro"}
+THINKING = {"gemini-2.5-pro": (128, 32768, False), "gemini-2.5-flash": (1, 24576, True)}
+QUOTA_MESSAGE = (
+    "You exceeded your current quota, please check your plan and billing details. For more information on this "
+    "error, head to: https://ai.google.dev/gemini-api/docs/rate-limits.\n* Quota exceeded for metric: "
+    "generativelanguage.googleapis.com/generate_content_free_tier_requests, limit: {limit}, model: {model}\n"
+    "Please retry in {delay}s."
+)
+HELP = {
+    "@type": "type.googleapis.com/google.rpc.Help",
+    "links": [
+        {
+            "description": "Learn more about Gemini API quotas",
+            "url": "https://ai.google.dev/gemini-api/docs/rate-limits",
+        }
+    ],
+}
 
 
 @dataclass
@@ -39,9 +66,20 @@ class Faults:
     max_tokens: float = 0.0
     empty_candidates: float = 0.0
     bad_request: float = 0.0  # a 400 INVALID_ARGUMENT about this one request
+    bare_429: float = 0.0  # a 429 with no details, as some real ones are
+    finish_other: float = 0.0  # finishReason OTHER
+    refusal: float = 0.0
+    wrong_language: float = 0.0
+    repeated_label: float = 0.0
+    copied: float = 0.0
     retry_delay_s: float = 0.2  # what a 429's RetryInfo asks for
     latency_s: float = 0.0
     jitter_s: float = 0.0
+    # Whole-service states: every request gets the same answer.
+    daily_quota_after: int | None = None  # after this many answers, the per-day quota is spent
+    location_blocked: bool = False
+    service_disabled: bool = False
+    html_body: bool = False  # a proxy answering 200 with its login page
 
 
 def good_answers(section: str, schema: dict | None = None) -> dict:
@@ -73,8 +111,59 @@ def good_answers(section: str, schema: dict | None = None) -> dict:
     }
 
 
+def spoil(answers: dict, kind: str, section: str) -> dict:
+    """Answers a real teacher sometimes gives and the quality gate must reject, in the first persona's field."""
+    persona = next(iter(answers))
+    field = next(iter(answers[persona]))
+    label = field.title()
+    answers[persona][field] = {
+        "refusal": "I'm sorry, but the provided text does not contain enough information to explain this idea.",
+        "wrong_language": (
+            "Imagine une grande boîte à jouets où chaque jouet a sa place étiquetée. Quand tu veux un jouet, tu vas "
+            "directement à sa place, donc tu ne dois jamais fouiller dans toute la boîte pour le trouver, et ranger "
+            "reste aussi facile le premier jour que le dernier, même avec beaucoup plus de jouets."
+        ),
+        "repeated_label": f"**{label}:** " + answers[persona][field],
+        "copied": " ".join(section.split()[:45]),
+    }[kind]
+    return answers
+
+
 def error_body(code: int, status: str, message: str, details: list | None = None) -> dict:
-    return {"error": {"code": code, "message": message, "status": status, "details": details or []}}
+    """A google.rpc.Status as the API sends it: "details" is absent, not empty, when there are none."""
+    return {"error": {"code": code, "message": message, "status": status, **({"details": details} if details else {})}}
+
+
+def quota_body(model: str, per_day: bool, delay_s: float) -> dict:
+    """A real 429: QuotaFailure naming the quota, Help, RetryInfo. A spent daily quota still asks for a short
+    retry (about a minute), which is why a client cannot tell it from the RetryInfo alone."""
+    quota_id = (
+        "GenerateRequestsPerDayPerProjectPerModel-FreeTier"
+        if per_day
+        else "GenerateRequestsPerMinutePerProjectPerModel-FreeTier"
+    )
+    violation = {
+        "quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
+        "quotaId": quota_id,
+        "quotaDimensions": {"location": "global", "model": model},
+        "quotaValue": "250" if per_day else "10",
+    }
+    details = [
+        {"@type": "type.googleapis.com/google.rpc.QuotaFailure", "violations": [violation]},
+        HELP,
+        {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{delay_s:g}s"},
+    ]
+    message = QUOTA_MESSAGE.format(limit=violation["quotaValue"], model=model, delay=delay_s)
+    return error_body(429, "RESOURCE_EXHAUSTED", message, details)
+
+
+def thinking_problem(model: str, budget) -> str | None:
+    low, high, can_disable = THINKING.get(model, (0, 24576, True))
+    if budget is None or budget == -1 or (budget == 0 and can_disable) or low <= budget <= high:
+        return None
+    if budget == 0:
+        return "Budget 0 is invalid. This model only works in thinking mode."
+    return f"The thinking budget ({budget}) is invalid."
 
 
 class FakeGemini:
@@ -85,6 +174,8 @@ class FakeGemini:
         self.api_key = api_key
         self.request_times: list[float] = []  # monotonic arrival time of every request, retries included
         self.outcomes: dict[str, int] = {}
+        self.answered = 0  # 200s with an answer, for daily_quota_after
+        self.sections: list[str] = []  # the section text of every request, in arrival order
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -98,7 +189,8 @@ class FakeGemini:
                 status, payload = fake.answer(self.path, self.headers.get("x-goog-api-key"), body)
                 data = json.dumps(payload).encode() if isinstance(payload, dict) else payload
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json; charset=UTF-8")
+                html = isinstance(payload, bytes) and payload.startswith(b"<")
+                self.send_header("Content-Type", "text/html" if html else "application/json; charset=UTF-8")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -107,11 +199,11 @@ class FakeGemini:
         self.server.daemon_threads = True
         self.base_url = f"http://127.0.0.1:{self.server.server_port}"
 
-    def pick(self) -> str:
+    def pick(self, kinds=FAULT_KINDS) -> str:
         f = self.faults
         with self.lock:
             draw = self.random.random()
-        for name in FAULT_KINDS:
+        for name in kinds:
             draw -= getattr(f, name)
             if draw < 0:
                 return name
@@ -121,64 +213,122 @@ class FakeGemini:
         with self.lock:
             self.request_times.append(time.monotonic())
         match = re.match(r"^/v1(?:beta)?/models/([^:/]+):generateContent", path)
+        model = match[1] if match else path
+        if self.faults.html_body:
+            return 200, b"<html><head><title>Sign in</title></head><body>Please log in to the proxy.</body></html>"
         if key != self.api_key:
-            return 400, error_body(400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key.")
+            details = [
+                {
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": "API_KEY_INVALID",
+                    "domain": "googleapis.com",
+                    "metadata": {"service": "generativelanguage.googleapis.com"},
+                },
+                {
+                    "@type": "type.googleapis.com/google.rpc.LocalizedMessage",
+                    "locale": "en-US",
+                    "message": "API key not valid. Please pass a valid API key.",
+                },
+            ]
+            return 400, error_body(400, "INVALID_ARGUMENT", "API key not valid. Please pass a valid API key.", details)
+        if self.faults.location_blocked:
+            return 400, error_body(400, "FAILED_PRECONDITION", "User location is not supported for the API use.")
+        if self.faults.service_disabled:
+            message = (
+                "Generative Language API has not been used in project 1234567 before or it is disabled. Enable it by "
+                "visiting https://console.developers.google.com/apis/api/generativelanguage.googleapis.com/overview"
+                "?project=1234567 then retry."
+            )
+            info = {
+                "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                "reason": "SERVICE_DISABLED",
+                "domain": "googleapis.com",
+            }
+            return 403, error_body(403, "PERMISSION_DENIED", message, [info])
         if not match or match[1] not in KNOWN_MODELS:
-            model = match[1] if match else path
-            return 404, error_body(404, "NOT_FOUND", f"models/{model} is not found for API version v1beta")
+            message = (
+                f"models/{model} is not found for API version v1beta, or is not supported for generateContent. "
+                "Call ListModels to see the list of available models and their supported methods."
+            )
+            return 404, error_body(404, "NOT_FOUND", message)
+        request = json.loads(body)
+        config = request.get("generationConfig") or {}
+        budget = (config.get("thinkingConfig") or {}).get("thinkingBudget")
+        problem = thinking_problem(model, budget)
+        if problem:
+            return 400, error_body(400, "INVALID_ARGUMENT", problem)
+        if self.faults.daily_quota_after is not None and self.answered >= self.faults.daily_quota_after:
+            return 429, quota_body(model, per_day=True, delay_s=47.0)
         if self.faults.latency_s or self.faults.jitter_s:
             time.sleep(max(0.0, self.faults.latency_s + self.random.uniform(-1, 1) * self.faults.jitter_s))
         outcome = self.pick()
+        if outcome == "ok":
+            outcome = self.pick(QUALITY_FAULTS)
         with self.lock:
             self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
-        request = json.loads(body)
         section = request["contents"][0]["parts"][0]["text"]
-        usage = {
-            "promptTokenCount": len(section) // 4 + 200,
-            "candidatesTokenCount": 180,
-            "totalTokenCount": 0,
-            "thoughtsTokenCount": 0,
-        }
+        with self.lock:
+            self.sections.append(section)
         if outcome == "rate_429":
-            retry = [
-                {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{self.faults.retry_delay_s}s"}
-            ]
-            return 429, error_body(429, "RESOURCE_EXHAUSTED", "You exceeded your current quota.", retry)
+            return 429, quota_body(model, per_day=False, delay_s=self.faults.retry_delay_s)
+        if outcome == "bare_429":
+            return 429, error_body(429, "RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota).")
         if outcome == "rate_500":
-            return 500, error_body(500, "INTERNAL", "An internal error has occurred.")
+            return 500, error_body(
+                500,
+                "INTERNAL",
+                "An internal error has occurred. Please retry or report in https://developers.generativeai.google/guide/troubleshooting",
+            )
         if outcome == "rate_503":
             return 503, error_body(503, "UNAVAILABLE", "The model is overloaded. Please try again later.")
         if outcome == "bad_request":
             return 400, error_body(400, "INVALID_ARGUMENT", "Request contains an invalid argument.")
+        with self.lock:
+            self.answered += 1
+        prompt_tokens = len(section) // 4 + 200
+        usage = {
+            "promptTokenCount": prompt_tokens,
+            "candidatesTokenCount": 180,
+            "totalTokenCount": prompt_tokens + 180,
+            "promptTokensDetails": [{"modality": "TEXT", "tokenCount": prompt_tokens}],
+        }
         system = "".join(p.get("text", "") for p in (request.get("systemInstruction") or {}).get("parts", []))
         if system.startswith("You judge"):  # evaluate.py's judge; a position-biased one that always picks A
-            return 200, {
-                "candidates": [
-                    {
-                        "content": {"role": "model", "parts": [{"text": '{"winner": "A"}'}]},
-                        "finishReason": "STOP",
-                        "index": 0,
-                    }
-                ],
-                "usageMetadata": {"promptTokenCount": 1},
-            }
+            return 200, self.candidate_response('{"winner": "A"}', "STOP", usage, model)
         if outcome == "empty_candidates":
-            return 200, {"promptFeedback": {"blockReason": "OTHER"}, "usageMetadata": usage}
-        schema = (request.get("generationConfig") or {}).get("responseSchema")
-        text = json.dumps(good_answers(section, schema))
-        finish = "STOP"
+            return 200, {"promptFeedback": {"blockReason": "OTHER"}, "usageMetadata": usage, "modelVersion": model}
+        answers = good_answers(section, config.get("responseSchema"))
+        if outcome in QUALITY_FAULTS:
+            answers = spoil(answers, outcome, section.split("\n\n", 1)[-1])
+        text, finish = json.dumps(answers), "STOP"
         if outcome == "malformed_json":
             text = text[: len(text) // 2]
         elif outcome == "max_tokens":
             text, finish = text[: len(text) // 3], "MAX_TOKENS"
         elif outcome == "safety":
             text, finish = "", "SAFETY"
-        candidate = {
-            "content": {"role": "model", "parts": [{"text": text}] if text else []},
-            "finishReason": finish,
-            "index": 0,
+        elif outcome == "finish_other":
+            text, finish = "", "OTHER"
+        thoughts = budget not in (None, 0)
+        if thoughts:
+            usage |= {"thoughtsTokenCount": 64, "totalTokenCount": usage["totalTokenCount"] + 64}
+        return 200, self.candidate_response(text, finish, usage, model, thought=thoughts)
+
+    def candidate_response(self, text: str, finish: str, usage: dict, model: str, thought: bool = False) -> dict:
+        """A candidate as the API sends it: a thought summary part when thinking is on, and the answer in two text
+        parts (the client joins them), then usage, the model version that answered and a response id."""
+        half = len(text) // 2
+        parts = ([{"text": "**Planning the answer**\nRead the section first.", "thought": True}] if thought else []) + (
+            [{"text": text[:half]}, {"text": text[half:]}] if text else []
+        )
+        with self.lock:
+            response_id = f"resp-{self.random.getrandbits(48):012x}"
+        return {
+            "candidates": [{"content": {"role": "model", "parts": parts}, "finishReason": finish, "index": 0}],
+            "usageMetadata": usage,
+            "modelVersion": model,
+            "responseId": response_id,
         }
-        return 200, {"candidates": [candidate], "usageMetadata": usage, "modelVersion": match[1]}
 
     def __enter__(self):
         threading.Thread(target=self.server.serve_forever, daemon=True).start()

@@ -7,7 +7,7 @@ import time
 
 import pytest
 from conftest import ROOT
-from fake_gemini import FAULT_KINDS, FakeGemini, Faults
+from fake_gemini import FAULT_KINDS, QUALITY_FAULTS, FakeGemini, Faults
 from google.genai import errors
 from helpers import PARAGRAPH
 from tenacity import RetryCallState
@@ -28,14 +28,17 @@ def tiny_model(tmp_path_factory):
     return build_tiny_llama(tmp_path_factory.mktemp("tiny"))
 
 
+def section_text(paper: int, section: int, sentences: int) -> str:
+    """Sentences that name their paper and section, so no two units of a test corpus share their text."""
+    return " ".join(f"Sentence {i} of section {section} in paper {paper}: {PARAGRAPH}" for i in range(sentences))
+
+
 def write_papers(path, papers=4, sections=5):
-    """papers.json as step 1 writes it: some long sections (chunked), one too short to use."""
+    """papers.json as step 1 writes it: section 2 long enough to be cut in two chunks at the real 2,048-token
+    budget (30 sentences of about 70 tiny-Llama tokens against a chunk budget of 1,527), one section too short."""
     records = []
     for p in range(papers):
-        body = [
-            {"heading": f"{s} Section", "text": f"Section {s} of paper {p}. " + PARAGRAPH * (2 + 6 * (s == 2))}
-            for s in range(sections)
-        ]
+        body = [{"heading": f"{s} Section", "text": section_text(p, s, 30 if s == 2 else 2)} for s in range(sections)]
         body.append({"heading": "Tiny", "text": "Too short."})
         records.append({"id": f"2401.{p:05d}", "title": f"Paper {p}", "sections": body})
     path.write_text(json.dumps({"papers": records, "failures": []}))
@@ -57,7 +60,7 @@ def sdg_args(tmp_path, fake, tiny_model, *extra):
         "--tokenizer",
         str(tiny_model),
         "--max-tokens",
-        "512",
+        "2048",
         *extra,
     ]
 
@@ -66,7 +69,7 @@ def keys(path):
     return [json.loads(line)["meta"]["key"] for line in path.read_text().splitlines()]
 
 
-def all_unit_keys(tmp_path, tiny_model, max_tokens=512):
+def all_unit_keys(tmp_path, tiny_model, max_tokens=2048):
     """Every unit of papers.json as sdg.py would cut it, computed from units.py directly."""
     tokenizer = load_tokenizer(str(tiny_model))
     papers = json.loads((tmp_path / "papers.json").read_text())["papers"]
@@ -82,9 +85,15 @@ def api_key(monkeypatch):
 def test_under_a_mix_of_faults_every_unit_is_written_once_per_persona_or_recorded(
     tmp_path, tiny_model, api_key, capsys
 ):
-    write_papers(tmp_path / "papers.json")
+    write_papers(tmp_path / "papers.json", papers=12)  # 72 units: enough for every kind of fault to happen
     faults = Faults(
         rate_429=0.1,
+        bare_429=0.04,
+        finish_other=0.03,
+        refusal=0.03,
+        wrong_language=0.03,
+        repeated_label=0.03,
+        copied=0.03,
         rate_500=0.05,
         rate_503=0.05,
         bad_request=0.03,
@@ -103,10 +112,13 @@ def test_under_a_mix_of_faults_every_unit_is_written_once_per_persona_or_recorde
     assert len(written[0]) == len(set(written[0]))  # no duplicates
     assert set(written[0]) | failed == all_unit_keys(tmp_path, tiny_model)
     assert not set(written[0]) & failed
-    assert set(fake.outcomes) == {"ok", *FAULT_KINDS}  # every kind of fault really happened
+    assert set(fake.outcomes) == {"ok", *FAULT_KINDS, *QUALITY_FAULTS}  # every kind of fault really happened
     reasons = {json.loads(line)["reason"] for line in (data / "sdg_failures.jsonl").read_text().splitlines()}
     assert "api_error:400" in reasons  # a request rejected for its content fails that unit, not the run
-    stats = json.loads((data / "sdg_stats.json").read_text())
+    rows = [json.loads(line) for line in (data / "eli5.jsonl").read_text().splitlines()]
+    bad = ("I'm sorry", "Imagine une", "**Analogy:** **Analogy:**", "Sentence ")
+    assert not [r for r in rows if r["messages"][1]["content"].removeprefix("**Analogy:** ").startswith(bad)]
+    stats = json.loads((data / "sdg_stats.json").read_text())["runs"][-1]
     assert stats["done"] == len(written[0]) and stats["failed"] == len(failed) and stats["retries"] > 0
     assert stats["prompt_tokens"] > 0 and stats["cost_usd"] > 0
     assert f"done: {len(written[0])} ok" in capsys.readouterr().out
@@ -125,12 +137,13 @@ def test_rows_follow_the_persona_format_and_mlx_lm_loads_them(tmp_path, tiny_mod
     }
     # Rows are appended as units finish, so with concurrency the file order is completion order.
     first = next(r for r in rows["eli5"] if (r["meta"]["section"], r["meta"]["chunk"]) == (0, 0))
-    assert first["messages"][0]["content"].startswith("Explain this like I'm 5:\nSection 0 of paper 0.")
+    assert first["messages"][0]["content"].startswith("Explain this like I'm 5:\nSentence 0 of section 0 in paper 0:")
     assert first["messages"][1]["content"].startswith("**Analogy:** ")
     assert "\n\n**Explanation:** " in first["messages"][1]["content"]
     assert rows["intuitive"][0]["messages"][0]["content"].startswith("Explain the intuition behind this:\n")
     assert rows["executive"][0]["messages"][1]["content"].startswith("**Verdict:** ")
-    assert set(first["meta"]) == {"paper_id", "section", "chunk", "key", "model"}
+    assert set(first["meta"]) == {"paper_id", "section", "chunk", "key", "model", "model_version"}
+    assert first["meta"]["model_version"] == "gemini-2.5-flash"  # what the API answered, not what was asked
     dataset = ChatDataset(rows["eli5"], load_tokenizer(tiny_model), mask_prompt=True)
     tokens, offset = dataset.process(dataset[0])
     assert 0 < offset < len(tokens)
@@ -207,7 +220,10 @@ def test_the_api_key_never_reaches_any_file(tmp_path, tiny_model, api_key):
     with FakeGemini(Faults(rate_429=0.3, retry_delay_s=0.01), api_key=KEY) as fake:
         sdg.main(sdg_args(tmp_path, fake, tiny_model, "-v"))
     written = list((tmp_path / "data").iterdir())
-    assert len(written) == 5
+    # 3 persona files, failures, the ledger and the (empty) lock file
+    assert sorted(p.name for p in written) == sorted(
+        [".sdg.lock", "eli5.jsonl", "intuitive.jsonl", "executive.jsonl", "sdg_failures.jsonl", "sdg_stats.json"]
+    )
     assert all(KEY not in path.read_text() for path in written)
 
 
@@ -313,3 +329,284 @@ def sdg_answers_model():
     from personas import answers_schema
 
     return answers_schema(load_personas())
+
+
+# ----------------------------------------------------------------------------- issue 14: loud failures, no paying twice
+
+
+def run_sdg(tmp_path, fake, tiny_model, *extra, env_key=KEY, timeout=120):
+    """sdg.py as a user runs it, in a subprocess; returns the CompletedProcess."""
+    env = {k: v for k, v in os.environ.items() if k not in ("GEMINI_API_KEY", "GOOGLE_API_KEY")}
+    env["GEMINI_API_KEY"] = env_key
+    return subprocess.run(
+        [sys.executable, str(ROOT / "sdg.py"), *sdg_args(tmp_path, fake, tiny_model), *extra],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.parametrize(
+    "faults, message",
+    [
+        (Faults(location_blocked=True), "400 FAILED_PRECONDITION: User location is not supported for the API use."),
+        (Faults(service_disabled=True), "403 PERMISSION_DENIED: Generative Language API has not been used"),
+        (Faults(html_body=True), "is not JSON"),
+        (Faults(bad_request=1.0), "the same error on 3 units in a row"),  # an unknown 400 that hits every unit
+    ],
+)
+def test_an_error_every_request_meets_stops_the_run_within_10_requests(tmp_path, tiny_model, faults, message):
+    write_papers(tmp_path / "papers.json", papers=6)
+    with FakeGemini(faults, api_key=KEY) as fake:
+        result = run_sdg(tmp_path, fake, tiny_model)
+        requests = len(fake.request_times)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert message in result.stderr
+    assert requests <= 10  # at most the 8 in flight and the 2 that followed before the third failure
+    ledger = json.loads((tmp_path / "data" / "sdg_stats.json").read_text())
+    assert ledger["runs"][-1]["outcome"].startswith("stopped:")
+    # The ledger counts attempts: one cancelled on its way out counts, though the server never saw it.
+    assert requests <= ledger["runs"][-1]["requests"] <= requests + 8
+
+
+def test_a_spent_daily_quota_stops_at_once_with_what_was_spent_and_how_to_resume(tmp_path, tiny_model):
+    write_papers(tmp_path / "papers.json", papers=6)
+    with FakeGemini(Faults(daily_quota_after=4), api_key=KEY) as fake:
+        result = run_sdg(tmp_path, fake, tiny_model, "--concurrency", "2")
+        requests = len(fake.request_times)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "the daily quota is spent (GenerateRequestsPerDayPerProjectPerModel-FreeTier)" in result.stderr
+    assert "Rerun after the daily reset" in result.stderr and "4 units done this run" in result.stderr
+    assert requests <= 7  # 4 answers, the 429s of the 2 units in flight, one more started: no retries
+    assert len((tmp_path / "data" / "eli5.jsonl").read_text().splitlines()) == 4  # what was paid for is kept
+
+
+def test_a_per_minute_429_waits_for_retry_info_and_a_bare_429_backs_off():
+    from fake_gemini import error_body, quota_body
+    from google.genai import errors
+
+    def wait(body):
+        state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})
+        state.set_exception((errors.ClientError, errors.ClientError(429, body), None))
+        return teachers.classify(state.outcome.exception()), teachers.wait_for(state)
+
+    kind, waited = wait(quota_body("gemini-2.5-flash", per_day=False, delay_s=7))
+    assert kind == teachers.RETRYABLE and 7 <= waited <= 8  # RetryInfo's 7 s plus up to 1 s of jitter
+    kind, waited = wait(error_body(429, "RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota)."))
+    assert kind == teachers.RETRYABLE and 0 <= waited <= 2  # first backoff: full jitter over 2 s
+    kind, _ = wait(quota_body("gemini-2.5-flash", per_day=True, delay_s=47))
+    assert kind == teachers.DAILY_QUOTA  # though it asks for only 47 s
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--model", "gemini-2.5-pro"], "gemini-2.5-pro only works in thinking mode: pass --thinking-budget 128"),
+        (["--thinking-budget", "99999"], "--thinking-budget 99999 is outside gemini-2.5-flash's range 1-24576"),
+        (["--base-url", "localhost:8080"], "--base-url 'localhost:8080' is not an http(s) URL"),
+        (["--max-tokens", "512"], "--max-tokens 512 leaves no room for a useful chunk"),
+        (["--limit", "-2"], "--limit and --max-retries must be 0 or more"),
+        (["--timeout", "0"], "--timeout must be positive"),
+    ],
+)
+def test_settings_the_api_would_reject_are_caught_before_any_request(tmp_path, tiny_model, extra, message):
+    write_papers(tmp_path / "papers.json", papers=1)
+    with FakeGemini(api_key=KEY) as fake:
+        args = sdg_args(tmp_path, fake, tiny_model) + extra  # a later flag wins
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "sdg.py"), *args],
+            env={**os.environ, "GEMINI_API_KEY": KEY},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert fake.request_times == []
+    assert result.returncode == 2 and message in result.stderr.replace("\n", " ")
+
+
+def test_the_server_rejects_a_thinking_budget_as_the_real_api_does():
+    from fake_gemini import thinking_problem
+
+    assert thinking_problem("gemini-2.5-pro", 0) == "Budget 0 is invalid. This model only works in thinking mode."
+    assert thinking_problem("gemini-2.5-flash", 0) is None and thinking_problem("gemini-2.5-pro", -1) is None
+
+
+def test_a_second_run_on_the_same_folder_exits_at_once(tmp_path, tiny_model):
+    write_papers(tmp_path / "papers.json", papers=4)
+    with FakeGemini(Faults(latency_s=0.3), api_key=KEY) as fake:
+        cmd = [sys.executable, str(ROOT / "sdg.py"), *sdg_args(tmp_path, fake, tiny_model, "--concurrency", "1")]
+        env = {**os.environ, "GEMINI_API_KEY": KEY}
+        first = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not fake.request_times:
+            time.sleep(0.02)
+        second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+        assert first.wait(timeout=120) == 0
+    assert second.returncode == 1 and "another sdg.py run is writing to" in second.stderr
+    keys_written = keys(tmp_path / "data" / "eli5.jsonl")
+    assert len(keys_written) == len(set(keys_written)) == len(all_unit_keys(tmp_path, tiny_model))
+
+
+def test_after_papers_json_changes_each_persona_file_mirrors_it_and_only_changed_text_is_paid(tmp_path, tiny_model):
+    papers_path = write_papers(tmp_path / "papers.json", papers=4)
+    with FakeGemini(api_key=KEY) as fake:
+        assert run_sdg(tmp_path, fake, tiny_model).returncode == 0
+        data = json.loads(papers_path.read_text())
+        del data["papers"][0]["sections"][0]  # re-indexes every later section of paper 0
+        data["papers"][1]["sections"][1]["text"] += " An edited sentence."  # one section's text changes
+        del data["papers"][3]  # a paper removed
+        papers_path.write_text(json.dumps(data))
+        fake.request_times.clear(), fake.sections.clear()
+        result = run_sdg(tmp_path, fake, tiny_model)
+    assert result.returncode == 0
+    assert len(fake.request_times) == 1 and "An edited sentence." in fake.sections[0]  # only the edit is paid
+    current = all_unit_keys(tmp_path, tiny_model)
+    for persona in ("eli5", "intuitive", "executive"):
+        rows = [json.loads(line) for line in (tmp_path / "data" / f"{persona}.jsonl").read_text().splitlines()]
+        assert sorted(r["meta"]["key"] for r in rows) == sorted(current)  # one row per current unit
+        prompts = [r["messages"][0]["content"] for r in rows]
+        assert len(prompts) == len(set(prompts))
+    orphans = [json.loads(line) for line in (tmp_path / "data" / "sdg_orphans.jsonl").read_text().splitlines()]
+    # per persona: paper 0's deleted section, paper 1's old text, paper 3's 6 units
+    assert len(orphans) == 3 * (1 + 1 + 6) and {o["reason"] for o in orphans} == {"stale"}
+    assert "24 orphaned rows moved (24 stale)" in result.stdout
+
+
+def test_duplicate_rows_and_keys_of_the_old_spelling_are_reconciled_without_paying(tmp_path, tiny_model):
+    write_papers(tmp_path / "papers.json", papers=2)
+    with FakeGemini(api_key=KEY) as fake:
+        assert run_sdg(tmp_path, fake, tiny_model).returncode == 0
+        data = tmp_path / "data"
+        for persona in ("eli5", "intuitive", "executive"):
+            rows = [json.loads(line) for line in (data / f"{persona}.jsonl").read_text().splitlines()]
+            for row in rows:  # the key as sdg.py spelled it before: paper:section:chunk:digest
+                paper, digest = row["meta"]["key"].split(":")
+                row["meta"]["key"] = f"{paper}:{row['meta']['section']}:{row['meta']['chunk']}:{digest}"
+            (data / f"{persona}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows + rows[:2]))
+        fake.request_times.clear()
+        result = run_sdg(tmp_path, fake, tiny_model)
+    assert result.returncode == 0 and fake.request_times == []  # nothing paid again
+    assert "6 orphaned rows moved (6 duplicate)" in result.stdout
+    for persona in ("eli5", "intuitive", "executive"):
+        assert sorted(keys(data / f"{persona}.jsonl")) == sorted(all_unit_keys(tmp_path, tiny_model))
+
+
+def test_the_ledger_keeps_every_run_and_their_total_and_survives_ctrl_c(tmp_path, tiny_model):
+    write_papers(tmp_path / "papers.json", papers=2)
+    with FakeGemini(api_key=KEY) as fake:
+        assert run_sdg(tmp_path, fake, tiny_model, "--limit", "3").returncode == 0
+        assert run_sdg(tmp_path, fake, tiny_model).returncode == 0
+    ledger = json.loads((tmp_path / "data" / "sdg_stats.json").read_text())
+    first, second = ledger["runs"]
+    assert (first["done"], second["done"]) == (3, len(all_unit_keys(tmp_path, tiny_model)) - 3)
+    assert ledger["total"]["cost_usd"] == pytest.approx(first["cost_usd"] + second["cost_usd"], abs=1e-4)
+    assert ledger["total"]["requests"] == first["requests"] + second["requests"]
+
+
+def test_ctrl_c_and_the_ledger(tmp_path, tiny_model):
+    write_papers(tmp_path / "papers.json", papers=6)
+    with FakeGemini(Faults(latency_s=0.05), api_key=KEY) as fake:
+        cmd = [sys.executable, str(ROOT / "sdg.py"), *sdg_args(tmp_path, fake, tiny_model, "--concurrency", "2")]
+        proc = subprocess.Popen(cmd, env={**os.environ, "GEMINI_API_KEY": KEY}, stderr=subprocess.PIPE, text=True)
+        eli5 = tmp_path / "data" / "eli5.jsonl"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and (not eli5.exists() or eli5.read_text().count("\n") < 3):
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=60)
+    run = json.loads((tmp_path / "data" / "sdg_stats.json").read_text())["runs"][-1]
+    assert run["outcome"] == "interrupted" and run["requests"] >= 3 and run["cost_usd"] > 0
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (lambda d: d["papers"][1].update(sections=None), "paper '2401.00001': \"sections\" is NoneType, not a list"),
+        (lambda d: d["papers"][0]["sections"][2].pop("text"), "paper '2401.00000': sections[2] has no text field"),
+        (lambda d: d["papers"][0].pop("id"), 'papers[0]: no "id"'),
+    ],
+)
+def test_a_damaged_papers_json_names_the_paper_and_the_field(tmp_path, tiny_model, edit, message):
+    papers_path = write_papers(tmp_path / "papers.json", papers=2)
+    data = json.loads(papers_path.read_text())
+    edit(data)
+    papers_path.write_text(json.dumps(data))
+    with FakeGemini(api_key=KEY) as fake:
+        result = run_sdg(tmp_path, fake, tiny_model)
+    assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_an_unwritable_output_folder_says_so(tmp_path, tiny_model):
+    write_papers(tmp_path / "papers.json", papers=1)
+    (tmp_path / "a-file").write_text("not a folder")
+    with FakeGemini(api_key=KEY) as fake:
+        result = run_sdg(tmp_path, fake, tiny_model, "--out-dir", str(tmp_path / "a-file" / "data"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "cannot write to" in result.stderr and "pass --out-dir a folder you can write to" in result.stderr
+
+
+def test_a_run_in_which_nothing_succeeds_exits_non_zero(tmp_path, tiny_model):
+    write_papers(tmp_path / "papers.json", papers=1)
+    with FakeGemini(Faults(safety=1.0), api_key=KEY) as fake:
+        result = run_sdg(tmp_path, fake, tiny_model)
+    assert result.returncode == 1 and "no unit succeeded" in result.stderr
+    assert "blocked:SAFETY" in (tmp_path / "data" / "sdg_failures.jsonl").read_text()
+
+
+def test_a_blocked_prompt_is_asked_once_and_finish_reasons_are_reported_as_themselves(tmp_path, tiny_model):
+    write_papers(tmp_path / "papers.json", papers=2)
+    with FakeGemini(Faults(empty_candidates=0.3, finish_other=0.7), api_key=KEY, seed=4) as fake:
+        run_sdg(tmp_path, fake, tiny_model)
+        outcomes = dict(fake.outcomes)
+    reasons = [
+        json.loads(line)["reason"] for line in (tmp_path / "data" / "sdg_failures.jsonl").read_text().splitlines()
+    ]
+    assert "blocked_prompt:OTHER" in reasons and "finish:OTHER" in reasons
+    # a blocked prompt costs one request; a unit whose answers stopped for OTHER is asked 3 times
+    assert outcomes.get("empty_candidates", 0) == reasons.count("blocked_prompt:OTHER")
+
+
+@pytest.mark.parametrize(
+    "field, reason",
+    [
+        ("I'm sorry, but the provided text does not contain enough detail to explain it.", "refusal:eli5.analogy"),
+        ("**Analogy:** A toy box with a place for every toy, so nothing gets lost.", "repeated_label:eli5.analogy"),
+        ("Analogy: A toy box with a place for every toy, so nothing is ever lost.", "repeated_label:eli5.analogy"),
+        (
+            "Une grande boîte à jouets où chaque jouet a sa place, donc on le trouve tout de suite sans chercher "
+            "partout, et on range aussi vite le premier jour que le dernier, même avec beaucoup plus de jouets.",
+            "wrong_language:eli5:fr",
+        ),
+        (
+            " ".join(["Hash tables map each key to a slot. A lookup costs the same however many keys there are."] * 4),
+            "copied:eli5.analogy",
+        ),
+    ],
+)
+def test_the_gate_rejects_refusals_repeated_labels_other_languages_and_copies(field, reason):
+    good = "A toy box where every toy has its own labelled spot, so you always know where to look for it."
+    answers = sdg_answers_model()(
+        eli5={"analogy": field, "explanation": good},
+        intuitive={"mechanism": good, "explanation": good},
+        executive={"verdict": good, "summary": good},
+    )
+    section = "Hash tables map each key to a slot. A lookup costs the same however many keys there are. " * 6
+    assert sdg.answers_problem(answers, load_personas(), section) == reason
+    fine = sdg_answers_model()(
+        eli5={"analogy": good, "explanation": good},
+        intuitive={"mechanism": good, "explanation": good},
+        executive={"verdict": good, "summary": good},
+    )
+    assert sdg.answers_problem(fine, load_personas(), section) is None
+
+
+def test_a_paragraph_with_no_sentence_end_is_cut_into_units_that_fit():
+    count = lambda texts: [len(t.split()) for t in texts]  # noqa: E731 - one token per word
+    text = " ".join(f"w{i}" for i in range(90_000))  # 90,000 "tokens", no sentence end, no paragraph break
+    chunks = units.chunk_text(text, budget=1500, count=count)
+    assert max(count(chunks)) <= 1500 and " ".join(chunks) == text
+    blob = "x" * 50_000  # not even a space: cut by characters
+    by_chars = lambda texts: [len(t) // 4 + 1 for t in texts]  # noqa: E731
+    pieces = units.chunk_text(blob, budget=300, count=by_chars)
+    assert max(by_chars(pieces)) <= 300 and "".join(pieces) == blob

@@ -1,32 +1,44 @@
-"""Do the adapters do their job? Compare each persona adapter with the base model on held-out rows.
+"""Do the adapters earn their keep? Compare each adapter with the base model and with the base model *prompted*
+with the persona's instructions, on held-out rows, with metrics that see content.
 
 Run simply as:
-    $ python evaluate.py                            # all personas, 50 held-out rows each
-    $ python evaluate.py --limit 10 --judge gemini  # plus a pairwise LLM judge (asks before spending)
+    $ python evaluate.py                                    # base, prompted base and adapter; 50 rows per persona
+    $ python evaluate.py --answers theirs.jsonl             # also score answers made elsewhere (a hosted model, ...)
+    $ python evaluate.py --systems --answers a.jsonl b.jsonl  # score only the given answers; no model is loaded
+    $ python evaluate.py --limit 10 --judge gemini          # plus a pairwise LLM judge (asks before spending)
 
 Reads:  data/{persona}_2048/test.jsonl (or valid.jsonl), the base model, adapters/{persona}/.
-Writes: reports/eval.md, reports/eval.json and one PNG chart per metric in reports/.
+Writes: reports/eval.md (a verdict line per persona, then the tables), reports/eval.json, reports/answers.jsonl
+        (every generated answer, in the --answers format) and one PNG chart per metric in reports/.
 
-Per persona, base model against adapter, with greedy decoding:
-  val_loss, perplexity   on the answers only (prompt masked), by mlx_lm's own evaluate()
-  format                 share of answers with the persona's structure (**Analogy:** then **Explanation:** ...)
-  tokens, rouge_l        answer length in tokens and ROUGE-L F1 against the reference answer
-and the checks each persona's entry in personas.toml asks for (ELI5 and Executive by default):
-  fk_grade, grade_ok     max_reading_grade: Flesch-Kincaid grade (textstat), share at or under the maximum
-  forbidden              forbidden_words: share of answers using one
-  lead_first             first_field_max_words: the first field opens the answer in at most that many words
-  length_ok              answer_words: share of answers within [min, max] words
-  judge_win_rate         with --judge gemini: adapter's share of wins over base, both orders judged
+Systems, each answering every held-out prompt with greedy decoding:
+  base        the base model, given the training prompt as it is
+  prompted    the base model with the persona's instructions and answer format as a system message: the honest
+              baseline; training is justified only if the adapter beats it
+  adapter     the base model with the persona's LoRA adapter
+  <name>      answers from --answers FILE, one JSON object a line: {"system", "persona", "key", "answer"}, where
+              key is the held-out row's meta.key, or "#<n>" for the n-th row (0-based) of a row without one
+
+Metrics per answer; every mean comes with a 95% bootstrap interval and its sample size:
+  topical     BM25 (bm25s) ranks the answer's own section first among the persona's held-out sections
+  copy_share  share of the answer's words inside runs of 8 or more words copied verbatim from the prompt
+  degenerate  empty, under half the words the persona asks of its fields, mostly repeated 3-grams, the same
+              answer for different sections, or cut off at --max-tokens
+  format      the persona's labelled fields, in order
+  rouge_l     ROUGE-L F1 against the reference answer
+  style       the checks personas.toml asks for (reading grade, forbidden words, first field short, length),
+              on non-degenerate answers only: an empty answer has no reading grade, not the best one
+  loss        masked loss per token of the reference answer, per row (the adapter should lower it)
+  judge       with --judge gemini: adapter against prompted base, both orders, accuracy to the section and style
+              judged separately, through the same teacher code as step 2
 """
 
 import argparse
 import dataclasses
 import json
 import logging
-import math
 import os
 import re
-import statistics
 import sys
 import time
 from dataclasses import dataclass
@@ -43,27 +55,39 @@ from common import (
     setup_logging,
     split_dir,
     write_json,
+    write_jsonl,
 )
 from models import PersonaModel, adapter_configs, default_model, generate
 from personas import DEFAULT_FILE as DEFAULT_PERSONAS_FILE
-from personas import Persona, load_personas, select
-from teachers import DEFAULT_MODEL, PRICE_INPUT, PRICE_OUTPUT, api_key, is_retryable, make_client, wait_for
+from personas import Persona, load_personas, section_text, select
+from teachers import DEFAULT_MODEL, PRICE_INPUT, PRICE_OUTPUT, RETRYABLE, api_key, classify, make_client, wait_for
 
 log = logging.getLogger("evaluate")
 
-METRIC_LABELS = {
-    "val_loss": "validation loss (answers only)",
-    "perplexity": "perplexity",
-    "format": "format adherence",
-    "fk_grade": "Flesch-Kincaid grade",
-    "grade_ok": "reading grade within the persona's maximum",
-    "forbidden": "forbidden-word rate",
-    "lead_first": "first field opens the answer, short",
-    "length_ok": "length within bounds",
-    "tokens": "answer length (tokens)",
-    "rouge_l": "ROUGE-L F1 vs reference",
-    "judge_win_rate": "judge win rate",
+MODEL_SYSTEMS = ("base", "prompted", "adapter")
+COPY_RUN_WORDS = 8  # a run of 8 words taken verbatim is copying, not a shared phrase
+COPY_FLAG = 0.5  # an answer with half its words in copied runs is a copy
+DEGENERATE_SHARE_OF_MINIMUM = 0.5  # under half the words the persona asks of its fields is not an answer
+REPEATED_NGRAM_FLAG = 0.5  # half of an answer's 3-grams being repeats is a loop
+BOOTSTRAP_RESAMPLES = 2000
+# name: (label, higher is better; None = neither, just reported)
+METRICS = {
+    "topical": ("topical: matches its own section (BM25 top-1)", True),
+    "copy_share": ("share of words copied from the prompt", False),
+    "degenerate": ("degenerate answers", False),
+    "format": ("format adherence", True),
+    "rouge_l": ("ROUGE-L F1 vs reference", True),
+    "fk_grade": ("Flesch-Kincaid grade (non-degenerate)", False),
+    "grade_ok": ("reading grade within the maximum (non-degenerate)", True),
+    "forbidden": ("forbidden-word rate (non-degenerate)", False),
+    "lead_first": ("first field opens the answer, short (non-degenerate)", True),
+    "length_ok": ("length within bounds (non-degenerate)", True),
+    "tokens": ("answer length (tokens)", None),
+    "loss": ("loss on the reference answer", False),
+    "judge_accuracy": ("judge: adapter more accurate than prompted base", True),
+    "judge_style": ("judge: adapter better in style than prompted base", True),
 }
+STYLE_METRICS = ("fk_grade", "grade_ok", "forbidden", "lead_first", "length_ok")
 
 
 @dataclass(frozen=True)
@@ -73,6 +97,8 @@ class Settings:
     data: Path
     personas_file: Path
     personas: list[str] | None  # None: all in the personas file
+    systems: list[str]
+    answers: list[Path]
     limit: int
     max_tokens: int
     max_seq_length: int
@@ -85,11 +111,65 @@ class Settings:
     verbose: bool
 
 
-# ----------------------------------------------------------------------------- metrics on one answer (pure)
+# ----------------------------------------------------------------------------- metrics on answers (pure)
 
 
-def follows_format(persona: Persona, text: str) -> bool:
-    return persona.parse(text) is not None
+def words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
+def copy_share(answer: str, prompt: str, n: int = COPY_RUN_WORDS) -> float:
+    """Share of the answer's words that sit inside a run of n or more words found verbatim in the prompt."""
+    answer_words, source = words(answer), words(prompt)
+    grams = {tuple(source[i : i + n]) for i in range(len(source) - n + 1)}
+    copied = set()
+    for i in range(len(answer_words) - n + 1):
+        if tuple(answer_words[i : i + n]) in grams:
+            copied.update(range(i, i + n))
+    return len(copied) / len(answer_words) if answer_words else 0.0
+
+
+def repeated_ngram_share(answer: str, n: int = 3) -> float:
+    grams = [tuple(w) for w in zip(*(words(answer)[i:] for i in range(n)), strict=False)]
+    return 1 - len(set(grams)) / len(grams) if len(grams) >= 5 else 0.0
+
+
+def degenerate_reasons(persona: Persona, answer: str, cut_off: bool, repeated_elsewhere: bool) -> list[str]:
+    """Why an answer is no answer at all; empty when it is a real attempt."""
+    count = len(words(answer))
+    minimum = DEGENERATE_SHARE_OF_MINIMUM * sum(f.words[0] for f in persona.fields)
+    reasons = []
+    if not answer.strip():
+        reasons.append("empty")
+    elif count < minimum:
+        reasons.append("too_short")
+    if repeated_ngram_share(answer) >= REPEATED_NGRAM_FLAG:
+        reasons.append("repetitive")
+    if repeated_elsewhere and answer.strip():
+        reasons.append("same_answer_for_other_sections")
+    if cut_off:
+        reasons.append("cut_off")
+    return reasons
+
+
+def topical(answers: list[str], sections: list[str]) -> list[bool]:
+    """For each answer i, whether BM25 ranks section i strictly first among all the sections."""
+    import bm25s
+    import Stemmer
+
+    stemmer = Stemmer.Stemmer("english")
+    retriever = bm25s.BM25()
+    retriever.index(bm25s.tokenize(sections, stopwords="en", stemmer=stemmer, show_progress=False), show_progress=False)
+    flags = []
+    for i, answer in enumerate(answers):
+        query = bm25s.tokenize([answer], stopwords="en", stemmer=stemmer, show_progress=False, return_ids=False)[0]
+        if not query:
+            flags.append(False)
+            continue
+        scores = retriever.get_scores(query)
+        others = [s for j, s in enumerate(scores) if j != i]
+        flags.append(bool(scores[i] > 0 and all(scores[i] > s for s in others)))
+    return flags
 
 
 def reading_grade(text: str) -> float:
@@ -105,8 +185,8 @@ def lead_first(persona: Persona, text: str, max_words: int) -> bool:
     return fields is not None and 0 < len(fields[first].split()) <= max_words
 
 
-def length_ok(text: str, words: tuple[int, int]) -> bool:
-    return words[0] <= len(text.split()) <= words[1]
+def length_ok(text: str, bounds: tuple[int, int]) -> bool:
+    return bounds[0] <= len(text.split()) <= bounds[1]
 
 
 def rouge_l(reference: str, text: str) -> float:
@@ -115,15 +195,9 @@ def rouge_l(reference: str, text: str) -> float:
     return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True).score(reference, text)["rougeL"].fmeasure
 
 
-def answer_metrics(persona: Persona, text: str, reference: str, tokens: int) -> dict[str, float]:
-    """Every metric that applies to this persona, as its personas.toml entry says; the same keys for every
-    answer of a persona, so means line up."""
-    checks = persona.checks
-    metrics = {
-        "format": float(follows_format(persona, text)),
-        "tokens": float(tokens),
-        "rouge_l": rouge_l(reference, text),
-    }
+def style_metrics(persona: Persona, text: str) -> dict[str, float]:
+    """The checks personas.toml asks of this persona, as data: reading grade, forbidden words, lead, length."""
+    checks, metrics = persona.checks, {}
     if checks.max_reading_grade is not None:
         grade = reading_grade(text)
         metrics |= {"fk_grade": grade, "grade_ok": float(grade <= checks.max_reading_grade)}
@@ -136,19 +210,116 @@ def answer_metrics(persona: Persona, text: str, reference: str, tokens: int) -> 
     return metrics
 
 
-def mean_metrics(rows: list[dict[str, float]]) -> dict[str, float]:
-    return {key: statistics.fmean(r[key] for r in rows) for key in rows[0]} if rows else {}
+def score_answers(persona: Persona, rows: list[dict], answers: list[dict], max_tokens: int) -> list[dict]:
+    """Per-answer metrics for one system's answers to one persona's held-out rows (answers[i] answers rows[i];
+    an answer is {"answer": text, "tokens": n or None})."""
+    personas = (persona,)
+    prompts = [row["messages"][-2]["content"] for row in rows]
+    sections = [section_text(p, personas) for p in prompts]
+    texts = [a["answer"] for a in answers]
+    on_topic = topical(texts, sections)
+    seen: dict[str, set[int]] = {}
+    for i, text in enumerate(texts):
+        seen.setdefault(" ".join(words(text)), set()).add(i)
+    scored = []
+    for i, (row, answer, text) in enumerate(zip(rows, answers, texts, strict=True)):
+        cut_off = answer.get("tokens") is not None and answer["tokens"] >= max_tokens
+        repeated = len(seen[" ".join(words(text))]) > 1
+        reasons = degenerate_reasons(persona, text, cut_off, repeated)
+        metrics = {
+            "topical": float(on_topic[i]),
+            "copy_share": copy_share(text, prompts[i]),
+            "degenerate": float(bool(reasons)),
+            "format": float(persona.parse(text) is not None),
+            "rouge_l": rouge_l(row["messages"][-1]["content"], text),
+        }
+        if answer.get("tokens") is not None:
+            metrics["tokens"] = float(answer["tokens"])
+        if not reasons:
+            metrics |= style_metrics(persona, text)
+        scored.append({"metrics": metrics, "degenerate_reasons": reasons})
+    return scored
 
 
-# ----------------------------------------------------------------------------- models
+def flagged(scored: dict) -> list[str]:
+    """What is wrong with one scored answer, by the content metrics: off topic, copied, degenerate."""
+    m = scored["metrics"]
+    return (
+        (["off_topic"] if not m["topical"] else [])
+        + (["copied"] if m["copy_share"] >= COPY_FLAG else [])
+        + scored["degenerate_reasons"]
+    )
+
+
+# ----------------------------------------------------------------------------- statistics (pure)
+
+
+def mean_ci(values: list[float], seed: int) -> dict:
+    """Mean, 95% percentile bootstrap interval (scipy) and n; a single value or a constant has a zero-width one."""
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    n = len(values)
+    if n == 0:
+        return {"mean": None, "low": None, "high": None, "n": 0}
+    mean = float(np.mean(values))
+    if n < 2 or min(values) == max(values):
+        return {"mean": mean, "low": mean, "high": mean, "n": n}
+    result = bootstrap(
+        (np.asarray(values, dtype=float),),
+        np.mean,
+        n_resamples=BOOTSTRAP_RESAMPLES,
+        confidence_level=0.95,
+        method="percentile",
+        random_state=np.random.default_rng(seed),
+    )
+    return {
+        "mean": mean,
+        "low": float(result.confidence_interval.low),
+        "high": float(result.confidence_interval.high),
+        "n": n,
+    }
+
+
+def summarise(per_answer: list[dict], seed: int) -> dict[str, dict]:
+    keys = [k for k in METRICS if any(k in a["metrics"] for a in per_answer)]
+    return {k: mean_ci([a["metrics"][k] for a in per_answer if k in a["metrics"]], seed) for k in keys}
+
+
+def paired_difference(a: list[dict], b: list[dict], metric: str, seed: int) -> dict | None:
+    """Mean and 95% interval of (a - b) over the rows both systems have the metric for."""
+    pairs = [(x["metrics"][metric], y["metrics"][metric]) for x, y in zip(a, b, strict=True)]
+    pairs = [(x, y) for x, y in pairs if x is not None and y is not None]
+    return mean_ci([x - y for x, y in pairs], seed) if pairs else None
+
+
+def verdict(persona: str, adapter: list[dict], prompted: list[dict], seed: int) -> str:
+    """One line: on which metrics the adapter beats, ties with or loses to the prompted base model. A difference
+    counts only when its 95% interval excludes zero."""
+    outcome = {"beats": [], "ties": [], "loses": []}
+    for metric, (_, higher_is_better) in METRICS.items():
+        if higher_is_better is None or metric.startswith("judge"):
+            continue
+        both = [
+            (x, y) for x, y in zip(adapter, prompted, strict=True) if metric in x["metrics"] and metric in y["metrics"]
+        ]
+        if not both:
+            continue
+        diff = paired_difference([x for x, _ in both], [y for _, y in both], metric, seed)
+        sign = 1 if higher_is_better else -1
+        low, high = sorted((diff["low"] * sign, diff["high"] * sign))  # > 0: better for the adapter
+        outcome["beats" if low > 0 else "loses" if high < 0 else "ties"].append(metric)
+    parts = [f"{word} on {', '.join(names)}" for word, names in outcome.items() if names]
+    return f"{persona}: adapter vs prompted base (n={len(adapter)}): " + ("; ".join(parts) or "nothing comparable")
+
+
+# ----------------------------------------------------------------------------- held-out rows and answers (I/O)
 
 
 def held_out_rows(data: Path, persona: str, limit: int, max_tokens: int) -> tuple[Path, list[dict]]:
     folder = split_dir(data, persona, max_tokens)
     for newer in other_budgets(data, persona, max_tokens):
-        log.warning(
-            "%s is newer than %s/: was it trimmed with another --max-tokens? Pass --max-seq-length", newer, folder
-        )
+        log.warning("%s is newer than %s/: trimmed with another --max-tokens? Pass --max-seq-length", newer, folder)
     path = folder / "test.jsonl" if (folder / "test.jsonl").exists() else folder / "valid.jsonl"
     if not path.exists():
         raise InputError(f"no held-out rows for {persona}: {path} is missing; run split_data.py first")
@@ -156,44 +327,127 @@ def held_out_rows(data: Path, persona: str, limit: int, max_tokens: int) -> tupl
     return path, rows[:limit] if limit else rows
 
 
-def split_prompt(row: dict) -> tuple[list[dict], str]:
-    """The conversation up to the answer, and the reference answer."""
-    return row["messages"][:-1], row["messages"][-1]["content"]
+def row_key(row: dict, index: int) -> str:
+    return (row.get("meta") or {}).get("key") or f"#{index}"
 
 
-def masked_loss(model, tokenizer, rows: list[dict], max_seq_length: int) -> float:
-    """Mean loss per answer token, prompts masked, with mlx_lm's own dataset, batching and evaluate()."""
+def read_answers(paths: list[Path], held_out: dict[str, list[dict]]) -> dict[str, dict[str, list[dict]]]:
+    """--answers files as {system: {persona: [answer per held-out row]}}; every held-out row must be answered."""
+    found: dict[str, dict[str, dict[str, dict]]] = {}
+    for path in paths:
+        for lineno, row in read_jsonl(path):
+            where = f"{path}:{lineno}"
+            if not isinstance(row.get("answer"), str) or row.get("persona") not in held_out or "key" not in row:
+                raise InputError(
+                    f'{where}: expected {{"system", "persona", "key", "answer"}} with a persona of '
+                    f"{', '.join(held_out)}; see evaluate.py --help"
+                )
+            system = str(row.get("system") or path.stem)
+            if system in MODEL_SYSTEMS:
+                raise InputError(f"{where}: system {system!r} is one evaluate.py generates; name yours otherwise")
+            tokens = row.get("tokens")
+            entry = {"answer": row["answer"], "tokens": tokens if isinstance(tokens, int) else None}
+            found.setdefault(system, {}).setdefault(row["persona"], {})[str(row["key"])] = entry
+    answers = {}
+    for system, by_persona in found.items():
+        answers[system] = {}
+        for persona, rows in held_out.items():
+            keys = [row_key(row, i) for i, row in enumerate(rows)]
+            missing = [k for k in keys if k not in by_persona.get(persona, {})]
+            if missing:
+                raise InputError(
+                    f"answers of {system!r} miss {len(missing)} of {len(keys)} held-out {persona} rows "
+                    f"(first: {missing[0]!r}); answer every row, keyed by meta.key or #index"
+                )
+            answers[system][persona] = [by_persona[persona][k] for k in keys]
+    return answers
+
+
+def answers_file_rows(answers: dict, held_out: dict[str, list[dict]]) -> list[dict]:
+    """Every answer in the --answers format, so a run's answers can be scored again or compared elsewhere."""
+    return [
+        {"system": system, "persona": persona, "key": row_key(row, i), "answer": a["answer"], "tokens": a["tokens"]}
+        for system, by_persona in answers.items()
+        for persona, rows in held_out.items()
+        for i, (row, a) in enumerate(zip(rows, by_persona[persona], strict=True))
+    ]
+
+
+# ----------------------------------------------------------------------------- the model systems
+
+
+def prompted_messages(persona: Persona, messages: list[dict]) -> list[dict]:
+    """The honest baseline: the base model told what the adapter learned, the persona and its answer format."""
+    shape = "\n\n".join(f"**{f.label}:** ({f.words[0]}-{f.words[1]} words)" for f in persona.fields)
+    system = f"{persona.instructions}\n\nAnswer in exactly this format, in plain prose:\n{shape}"
+    return [{"role": "system", "content": system}, *[m for m in messages if m["role"] != "system"]]
+
+
+def row_losses(model, tokenizer, rows: list[dict], max_seq_length: int) -> list[float]:
+    """Loss per answer token of each row, prompt masked, with mlx_lm's own dataset and evaluate()."""
     from mlx_lm.tuner.datasets import CacheDataset, ChatDataset
-    from mlx_lm.tuner.trainer import evaluate
+    from mlx_lm.tuner.trainer import evaluate as mlx_evaluate
 
-    dataset = CacheDataset(ChatDataset(rows, tokenizer, mask_prompt=True))
-    return float(evaluate(model, dataset, batch_size=1, num_batches=-1, max_seq_length=max_seq_length))
-
-
-def run_side(model, tokenizer, persona: Persona, rows: list[dict], settings: Settings) -> tuple[dict, list[dict]]:
-    """Loss, perplexity and mean answer metrics of one model on one persona's rows, plus the answers."""
-    answers, per_answer = [], []
+    losses = []
     for row in rows:
-        messages, reference = split_prompt(row)
-        text, tokens = generate(model, tokenizer, messages, settings.max_tokens, temperature=0.0)
-        answers.append({"prompt": messages[-1]["content"], "reference": reference, "answer": text})
-        per_answer.append(answer_metrics(persona, text, reference, tokens))
-    loss = masked_loss(model, tokenizer, rows, settings.max_seq_length)
-    return {"val_loss": loss, "perplexity": math.exp(min(loss, 50.0)), **mean_metrics(per_answer)}, answers
+        dataset = CacheDataset(ChatDataset([row], tokenizer, mask_prompt=True))
+        losses.append(float(mlx_evaluate(model, dataset, batch_size=1, num_batches=-1, max_seq_length=max_seq_length)))
+    return losses
+
+
+def run_system(persona_model, persona: Persona, system: str, rows: list[dict], settings: Settings):
+    """One model system's answers to one persona's rows, and its loss on each reference answer."""
+    import mlx.core as mx
+
+    mx.random.seed(settings.seed)
+    conversations = [
+        prompted_messages(persona, row["messages"]) if system == "prompted" else row["messages"] for row in rows
+    ]
+    answers = []
+    for messages in conversations:
+        text, tokens = generate(
+            persona_model.model, persona_model.tokenizer, messages[:-1], settings.max_tokens, temperature=0.0
+        )
+        answers.append({"answer": text, "tokens": tokens})
+    losses = row_losses(
+        persona_model.model, persona_model.tokenizer, [{"messages": m} for m in conversations], settings.max_seq_length
+    )
+    return answers, losses
+
+
+def model_answers(settings: Settings, personas, held_out: dict[str, list[dict]]) -> tuple[dict, dict]:
+    """Answers and per-row losses of the model systems asked for, on a base model loaded once: base and prompted
+    first, then one adapter swap per persona."""
+    if not settings.systems:
+        return {}, {}
+    configs = adapter_configs(settings.adapters, [p.name for p in personas], settings.model)
+    persona_model = PersonaModel(settings.model, settings.adapters, configs)
+    answers, losses = {}, {}
+    for system in settings.systems:
+        answers[system], losses[system] = {}, {}
+        for persona in personas:
+            if system == "adapter":
+                persona_model.use(persona.name)
+            answers[system][persona.name], losses[system][persona.name] = run_system(
+                persona_model, persona, system, held_out[persona.name], settings
+            )
+            log.info("%s %s: %d answers", persona.name, system, len(held_out[persona.name]))
+    return answers, losses
 
 
 # ----------------------------------------------------------------------------- LLM judge
 
-
 JUDGE_INSTRUCTION = (
-    "You judge two answers, A and B, to the same request, against this persona's rubric:\n{rubric}\n"
-    'Reply with JSON {{"winner": "A" | "B" | "tie"}} and nothing else.'
+    "You judge two answers, A and B, to the same request about a section of a research paper. Judge two things "
+    "separately. accuracy: which answer is more faithful to the section, with no claim the section does not "
+    "support. style: which answer better fits this persona's rubric:\n{rubric}\n"
+    'Reply with JSON {{"accuracy": "A" | "B" | "tie", "style": "A" | "B" | "tie"}} and nothing else.'
 )
 
 
-def judge_win_rate(client, model: str, persona: Persona, pairs: list[tuple[str, str, str]]) -> float:
-    """Share of wins for the adapter over base. Each pair is judged twice, with A and B swapped, to cancel
-    position bias; a tie or a split decision counts half."""
+def judge_pairs(client, model: str, persona: Persona, pairs: list[tuple[str, str, str]]) -> dict[str, list[float]]:
+    """Per pair, the adapter's score against the prompted base for accuracy and style. Each pair is judged twice,
+    with A and B swapped, to cancel position bias; a tie or a split decision counts half."""
     from google.genai import types
 
     config = types.GenerateContentConfig(
@@ -202,24 +456,29 @@ def judge_win_rate(client, model: str, persona: Persona, pairs: list[tuple[str, 
         temperature=0.0,
         thinking_config=types.ThinkingConfig(thinking_budget=0),
     )
-    score = 0.0
-    for prompt, base, adapter in pairs:
-        for first, second, adapter_is in ((base, adapter, "B"), (adapter, base, "A")):
+    scores = {"judge_accuracy": [], "judge_style": []}
+    for prompt, prompted, adapter in pairs:
+        totals = {"accuracy": 0.0, "style": 0.0}
+        for first, second, adapter_is in ((prompted, adapter, "B"), (adapter, prompted, "A")):
             contents = f"Request:\n{prompt}\n\nAnswer A:\n{first}\n\nAnswer B:\n{second}"
-            response = ask_with_retries(client, model, contents, config)
-            winner = (json.loads(response.text or "{}").get("winner") or "tie").strip()
-            score += 0.5 if winner == "tie" else float(winner == adapter_is)
-    return score / (2 * len(pairs)) if pairs else 0.0
+            decision = json.loads(ask_with_retries(client, model, contents, config).text or "{}")
+            for aspect in totals:
+                winner = str(decision.get(aspect) or "tie").strip()
+                totals[aspect] += 0.5 if winner == "tie" else float(winner == adapter_is)
+        scores["judge_accuracy"].append(totals["accuracy"] / 2)
+        scores["judge_style"].append(totals["style"] / 2)
+    return scores
 
 
 def ask_with_retries(client, model: str, contents: str, config):
-    """One judge call, retried on 429/5xx/timeouts as sdg.py retries (RetryInfo honoured, backoff with jitter)."""
+    """One judge call, retried as step 2 retries: only what teachers.classify() calls retryable, RetryInfo
+    honoured, backoff with jitter."""
     import tenacity
 
     for attempt in tenacity.Retrying(
         stop=tenacity.stop_after_attempt(6),
         wait=wait_for,
-        retry=tenacity.retry_if_exception(is_retryable),
+        retry=tenacity.retry_if_exception(lambda e: classify(e) == RETRYABLE),
         reraise=True,
     ):
         with attempt:
@@ -229,33 +488,73 @@ def ask_with_retries(client, model: str, contents: str, config):
 def judge_cost(pairs_count: int, prompt_chars: int) -> float:
     """Rough USD for 2 judge calls per pair: prompt and both answers in, a few tokens out."""
     input_tokens = 2 * (prompt_chars / 4 + pairs_count * 400)
-    return input_tokens * PRICE_INPUT / 1e6 + 2 * pairs_count * 10 * PRICE_OUTPUT / 1e6
+    return input_tokens * PRICE_INPUT / 1e6 + 2 * pairs_count * 20 * PRICE_OUTPUT / 1e6
+
+
+def maybe_judge(answers: dict, held_out: dict, personas, settings: Settings) -> dict[str, dict[str, list[float]]]:
+    if not {"prompted", "adapter"} <= set(answers):
+        log.warning("the judge compares the adapter with the prompted base: both systems are needed")
+        return {}
+    pairs = {
+        p.name: [
+            (row["messages"][-2]["content"], a["answer"], b["answer"])
+            for row, a, b in zip(held_out[p.name], answers["prompted"][p.name], answers["adapter"][p.name], strict=True)
+        ]
+        for p in personas
+    }
+    n_pairs = sum(len(rows) for rows in pairs.values())
+    cost = judge_cost(n_pairs, sum(len(prompt) for rows in pairs.values() for prompt, _, _ in rows))
+    print(f"judge: {2 * n_pairs:,} Gemini calls, estimated ${cost:.3f}", file=sys.stderr)
+    if not settings.yes and input("run the judge? [y/N] ").strip().lower() != "y":
+        return {}
+    if not api_key():
+        die("the judge needs GEMINI_API_KEY")
+    client = make_client(timeout_s=120, base_url=settings.base_url)
+    scores = {}
+    for persona in personas:
+        try:
+            scores[persona.name] = judge_pairs(client, settings.judge_model, persona, pairs[persona.name])
+        except Exception as e:  # the generated results are kept; only this persona's judge score is missing
+            log.warning("judge failed for %s, reporting without it: %s: %s", persona.name, type(e).__name__, e)
+    return scores
 
 
 # ----------------------------------------------------------------------------- report
+
+
+def ci_text(stat: dict | None) -> str:
+    if not stat or stat["mean"] is None:
+        return "-"
+    return f"{stat['mean']:.3f} [{stat['low']:.3f}, {stat['high']:.3f}]"
 
 
 def render_markdown(results: dict) -> str:
     lines = [
         "# Adapter evaluation",
         "",
-        f"Model {results['model']}, greedy decoding, seed {results['seed']}. Base = the model without adapter.",
+        f"Model {results['model']}, greedy decoding, seed {results['seed']}. Systems: "
+        f"{', '.join(results['systems'])}. Each cell: mean [95% bootstrap interval]; n is the number of answers "
+        "the metric applies to.",
+        "",
+        *[f"- {line}" for line in results["verdicts"]],
         "",
     ]
     for persona, r in results["personas"].items():
+        systems = list(r["systems"])
         lines += [
             f"## {persona} ({r['rows']} held-out rows from {r['source']})",
             "",
-            "| metric | base | adapter | change |",
-            "|---|---:|---:|---:|",
+            "| metric | " + " | ".join(systems) + " | n |",
+            "|---|" + "---:|" * (len(systems) + 1),
         ]
-        for key, label in METRIC_LABELS.items():
-            if key in r["adapter"]:
-                base, adapter = r["base"].get(key), r["adapter"][key]
-                change = f"{adapter - base:+.3f}" if base is not None else ""
-                base_text = f"{base:.3f}" if base is not None else "-"
-                lines.append(f"| {label} | {base_text} | {adapter:.3f} | {change} |")
-        lines.append("")
+        for key, (label, _) in METRICS.items():
+            stats = [r["systems"][s]["summary"].get(key) for s in systems]
+            if any(stats):
+                n = max((st["n"] for st in stats if st), default=0)
+                lines.append(f"| {label} | " + " | ".join(ci_text(st) for st in stats) + f" | {n} |")
+        flags = {s: r["systems"][s]["flags"] for s in systems}
+        described = {s: ", ".join(f"{n} {flag}" for flag, n in sorted(f.items())) or "none" for s, f in flags.items()}
+        lines += ["", "Flagged answers: " + "; ".join(f"{s}: {text}" for s, text in described.items()), ""]
     return "\n".join(lines)
 
 
@@ -266,18 +565,32 @@ def write_charts(results: dict, out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
     charts = []
-    metrics = [k for k in METRIC_LABELS if any(k in r["adapter"] for r in results["personas"].values())]
-    for key in metrics:
-        personas = [p for p, r in results["personas"].items() if key in r["adapter"]]
-        base = [results["personas"][p]["base"].get(key, 0.0) for p in personas]
-        adapter = [results["personas"][p]["adapter"][key] for p in personas]
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        xs = range(len(personas))
-        ax.bar([x - 0.2 for x in xs], base, width=0.4, label="base", color="#9aa5b1")
-        ax.bar([x + 0.2 for x in xs], adapter, width=0.4, label="adapter", color="#2f6fdb")
-        ax.set_xticks(list(xs), personas)
-        ax.set_title(METRIC_LABELS[key])
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=2, frameon=False)
+    personas = list(results["personas"])
+    systems = results["systems"]
+    for key, (label, _) in METRICS.items():
+        if not any(key in results["personas"][p]["systems"][s]["summary"] for p in personas for s in systems):
+            continue
+        fig, ax = plt.subplots(figsize=(7, 3.8))
+        width = 0.8 / len(systems)
+        for k, system in enumerate(systems):
+            stats = [results["personas"][p]["systems"][system]["summary"].get(key) for p in personas]
+            means = [st["mean"] if st and st["mean"] is not None else 0.0 for st in stats]
+            errors = [
+                [m - st["low"] if st and st["mean"] is not None else 0.0 for m, st in zip(means, stats, strict=True)],
+                [st["high"] - m if st and st["mean"] is not None else 0.0 for m, st in zip(means, stats, strict=True)],
+            ]
+            xs = [x + (k - (len(systems) - 1) / 2) * width for x in range(len(personas))]
+            ax.bar(xs, means, width=width, yerr=errors, capsize=3, label=system)
+        ns = [
+            max(
+                (s.get(key) or {}).get("n", 0)
+                for s in (results["personas"][p]["systems"][x]["summary"] for x in systems)
+            )
+            for p in personas
+        ]
+        ax.set_xticks(range(len(personas)), [f"{p}\n(n={n})" for p, n in zip(personas, ns, strict=True)])
+        ax.set_title(f"{label}, 95% bootstrap intervals")
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=len(systems), frameon=False)
         fig.tight_layout()
         path = out / f"{key}.png"
         fig.savefig(path, dpi=100, metadata={"Software": None})  # no version string: reruns give identical bytes
@@ -298,6 +611,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--personas-file", type=Path, default=DEFAULT_PERSONAS_FILE, help="persona definitions (default: personas.toml)"
     )
     p.add_argument("--personas", nargs="+", metavar="NAME", help="which personas (default: all in the personas file)")
+    p.add_argument(
+        "--systems",
+        nargs="*",
+        choices=MODEL_SYSTEMS,
+        default=list(MODEL_SYSTEMS),
+        help="model systems to generate answers with; none with --answers scores only the files (default: all)",
+    )
+    p.add_argument("--answers", nargs="+", type=Path, default=[], metavar="FILE", help="answers made elsewhere")
     p.add_argument("--limit", type=int, default=50, help="held-out rows per persona; 0 = all (default: %(default)s)")
     p.add_argument("--max-tokens", type=int, default=512, help="tokens per generated answer (default: %(default)s)")
     p.add_argument(
@@ -307,9 +628,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="the token budget the data was trimmed to: reads data/{persona}_N/ and bounds the loss "
         "(default: %(default)s)",
     )
-    p.add_argument("--seed", type=int, default=0, help="(default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="sampling and bootstrap seed (default: %(default)s)")
     p.add_argument("--out", type=Path, default=Path("reports"), help="(default: %(default)s)")
-    p.add_argument("--judge", choices=["gemini"], help="also ask Gemini which answer fits the persona better")
+    p.add_argument("--judge", choices=["gemini"], help="also ask Gemini which answer is more accurate and in style")
     p.add_argument("--judge-model", default=DEFAULT_MODEL, help="(default: %(default)s)")
     p.add_argument(
         "--base-url",
@@ -321,77 +642,71 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def evaluate_all(settings: Settings, personas, held_out: dict[str, tuple[Path, list[dict]]]) -> dict:
-    """Base first for every persona, then one adapter swap per persona, on a model loaded once."""
-    import mlx.core as mx
-
-    configs = adapter_configs(settings.adapters, settings.personas, settings.model)
-    persona_model = PersonaModel(settings.model, settings.adapters, configs)
-    results = {p: {"source": str(path), "rows": len(rows)} for p, (path, rows) in held_out.items()}
-    answers = {p: {} for p in held_out}
-    for side in ("base", "adapter"):
-        for persona in personas:
-            rows = held_out[persona.name][1]
-            mx.random.seed(settings.seed)
-            if side == "adapter":
-                persona_model.use(persona.name)
-            results[persona.name][side], answers[persona.name][side] = run_side(
-                persona_model.model, persona_model.tokenizer, persona, rows, settings
-            )
-            metrics = {k: round(v, 3) for k, v in results[persona.name][side].items()}
-            log.info("%s %s: %s", persona.name, side, metrics)
-    return {"model": settings.model, "seed": settings.seed, "personas": results, "answers": answers}
-
-
-def maybe_judge(results: dict, personas, settings: Settings) -> None:
-    pairs = {
-        p: [(a["prompt"], a["answer"], b["answer"]) for a, b in zip(ans["base"], ans["adapter"], strict=True)]
-        for p, ans in results["answers"].items()
-    }
-    n_pairs = sum(len(rows) for rows in pairs.values())
-    cost = judge_cost(n_pairs, sum(len(prompt) for rows in pairs.values() for prompt, _, _ in rows))
-    print(f"judge: {2 * n_pairs:,} Gemini calls, estimated ${cost:.3f}", file=sys.stderr)
-    if not settings.yes and input("run the judge? [y/N] ").strip().lower() != "y":
-        return
-    if not api_key():
-        die("the judge needs GEMINI_API_KEY")
-    client = make_client(timeout_s=120, base_url=settings.base_url)
-    for persona in personas:
-        try:
-            win_rate = judge_win_rate(client, settings.judge_model, persona, pairs[persona.name])
-        except Exception as e:  # the generated results are kept; only this persona's judge score is missing
-            log.warning("judge failed for %s, reporting without it: %s: %s", persona.name, type(e).__name__, e)
-            continue
-        results["personas"][persona.name]["adapter"]["judge_win_rate"] = win_rate
+def evaluate_persona(persona: Persona, rows: list[dict], answers: dict, losses: dict, settings: Settings) -> dict:
+    """Every system's scored answers for one persona, their summaries and what was flagged."""
+    systems = {}
+    for system, by_persona in answers.items():
+        scored = score_answers(persona, rows, by_persona[persona.name], settings.max_tokens)
+        for entry, loss in zip(scored, losses.get(system, {}).get(persona.name, [None] * len(scored)), strict=True):
+            if loss is not None:
+                entry["metrics"]["loss"] = loss
+        counts: dict[str, int] = {}
+        for entry in scored:
+            for flag in flagged(entry):
+                counts[flag] = counts.get(flag, 0) + 1
+        systems[system] = {"scored": scored, "summary": summarise(scored, settings.seed), "flags": counts}
+    return systems
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     settings = settings_from(Settings, parser.parse_args(argv))
     setup_logging(settings.verbose)
+    if not settings.systems and not settings.answers:
+        parser.error("nothing to evaluate: give --systems, or --answers FILE")
     started = time.monotonic()
     try:
         personas = select(load_personas(settings.personas_file), settings.personas, settings.personas_file)
+        needs_model = bool(settings.systems)
         settings = dataclasses.replace(
-            settings, model=settings.model or default_model(), personas=[p.name for p in personas]
+            settings,
+            model=settings.model or (default_model() if needs_model else "-"),
+            personas=[p.name for p in personas],
         )
-        held_out = {
+        sources = {
             p.name: held_out_rows(settings.data, p.name, settings.limit, settings.max_seq_length) for p in personas
         }
-        results = evaluate_all(settings, personas, held_out)
+        held_out = {name: rows for name, (_, rows) in sources.items()}
+        outside = read_answers(settings.answers, held_out)
+        answers, losses = model_answers(settings, personas, held_out)
     except InputError as e:
         die(str(e))
-    if settings.judge:
-        maybe_judge(results, personas, settings)
+    answers |= outside
+    judged = maybe_judge(answers, held_out, personas, settings) if settings.judge else {}
+    results = {"model": settings.model, "seed": settings.seed, "systems": list(answers), "personas": {}, "verdicts": []}
+    for persona in personas:
+        rows = held_out[persona.name]
+        systems = evaluate_persona(persona, rows, answers, losses, settings)
+        for metric, values in judged.get(persona.name, {}).items():
+            systems["adapter"]["summary"][metric] = mean_ci(values, settings.seed)
+        if {"adapter", "prompted"} <= set(systems):
+            results["verdicts"].append(
+                verdict(persona.name, systems["adapter"]["scored"], systems["prompted"]["scored"], settings.seed)
+            )
+        source = str(sources[persona.name][0])
+        results["personas"][persona.name] = {"source": source, "rows": len(rows), "systems": systems}
     settings.out.mkdir(parents=True, exist_ok=True)
     write_json(settings.out / "eval.json", results)
+    write_jsonl(settings.out / "answers.jsonl", answers_file_rows(answers, held_out))
     with atomic_writer(settings.out / "eval.md") as f:
         f.write(render_markdown(results))
     charts = write_charts(results, settings.out)
-    rows = sum(r["rows"] for r in results["personas"].values())
+    for line in results["verdicts"]:
+        print(line)
+    total = sum(len(rows) for rows in held_out.values())
     print(
-        f"done: {len(personas)} personas, {rows:,} held-out rows, {len(charts)} charts in "
-        f"{time.monotonic() - started:,.1f} s -> {settings.out}/eval.md, {settings.out}/eval.json"
+        f"done: {len(personas)} personas x {len(answers)} systems, {total:,} held-out rows, {len(charts)} charts in "
+        f"{time.monotonic() - started:,.1f} s -> {settings.out}/eval.md, eval.json, answers.jsonl"
     )
     return 0
 

@@ -294,7 +294,7 @@ class FakeGemini:
         }
         system = "".join(p.get("text", "") for p in (request.get("systemInstruction") or {}).get("parts", []))
         if system.startswith("You judge"):  # evaluate.py's judge; a position-biased one that always picks A
-            return 200, self.candidate_response('{"winner": "A"}', "STOP", usage, model)
+            return 200, self.candidate_response('{"accuracy": "A", "style": "A"}', "STOP", usage, model)
         if outcome == "empty_candidates":
             return 200, {"promptFeedback": {"blockReason": "OTHER"}, "usageMetadata": usage, "modelVersion": model}
         answers = good_answers(section, config.get("responseSchema"))

@@ -5,7 +5,8 @@
 Every step runs as a user would run it, as a separate command: paperExtractor.py against a loopback arXiv
 serving 3 generated papers, sdg.py against a loopback Gemini, trim_jsonl.py in exact mode with a tiny Llama's
 tokenizer, split_data.py, then `mlx_lm lora` with the repository's adapter_config.json for each persona
-(WANDB_MODE=offline) and `mlx_lm generate` with each adapter.
+(WANDB_MODE=offline), `mlx_lm generate` with each adapter, and evaluate.py's three-system report (base, prompted
+base, adapter) in WORK_DIR/reports/.
 """
 
 import json
@@ -166,12 +167,21 @@ def run_smoke(work: Path, personas_file: Path = DEFAULT_FILE) -> dict:
             # Random weights decode to arbitrary tokens, often whitespace: count what mlx_lm says it generated.
             "generated_tokens": generated_tokens(generated),
         }
+    started = time.monotonic()
+    run(
+        [py, ROOT / "evaluate.py", "--model", model, "--adapters", work / "adapters", "--personas-file", personas_file]
+        + ["--out", work / "reports", "--max-tokens", "64"],
+        work,
+        log,
+    )
+    result["evaluate_seconds"] = time.monotonic() - started
+    result["report"] = work / "reports" / "eval.md"
     return result
 
 
 def problems(result: dict) -> list[str]:
     """Everything the smoke run must show, as a list of what is missing (empty when all is well)."""
-    found = []
+    found = [] if result["report"].exists() else [f"no evaluation report {result['report']}"]
     for persona, r in result["personas"].items():
         if not r["adapter"].exists():
             found.append(f"{persona}: no {r['adapter']}")
@@ -198,7 +208,10 @@ def main() -> int:
         p: {"train_loss": r["train_losses"][-1:], "val_loss": r["val_losses"][-1:]}
         for p, r in result["personas"].items()
     }
-    print(f"\nsmoke: {len(result['personas'])} adapters in {time.monotonic() - started:.0f} s {json.dumps(summary)}")
+    print(
+        f"\nsmoke: {len(result['personas'])} adapters in {time.monotonic() - started:.0f} s {json.dumps(summary)}; "
+        f"three-system report in {result['evaluate_seconds']:.0f} s -> {result['report']}"
+    )
     for problem in missing:
         print(f"FAILED: {problem}", file=sys.stderr)
     return 1 if missing else 0

@@ -4,10 +4,15 @@ import pytest
 from fake_gemini import FakeGemini, Faults
 
 import evaluate
-from evaluate import follows_format, lead_first, length_ok, reading_grade, rouge_l
+from evaluate import lead_first, length_ok, reading_grade, rouge_l
 from personas import by_name, load_personas
 
 PERSONAS = by_name(load_personas())
+
+
+def follows_format(persona, text: str) -> bool:
+    return persona.parse(text) is not None
+
 
 GOOD = {
     "eli5": "**Analogy:** A toy box with a spot for each toy.\n\n**Explanation:** You find each toy at once.",
@@ -70,12 +75,130 @@ def test_rouge_l_bounds():
     assert rouge_l("a hash table maps keys", "completely different words here") == 0.0
 
 
-def test_answer_metrics_on_planted_answers():
-    metrics = evaluate.answer_metrics(PERSONAS["eli5"], GOOD["eli5"], GOOD["eli5"], tokens=20)
-    assert metrics["format"] == 1.0 and metrics["forbidden"] == 0.0 and metrics["rouge_l"] == 1.0
-    assert metrics["tokens"] == 20.0 and metrics["fk_grade"] < 6 and metrics["grade_ok"] == 1.0
-    bad = evaluate.answer_metrics(PERSONAS["eli5"], "We optimize a neural network.", GOOD["eli5"], tokens=5)
-    assert bad["format"] == 0.0 and bad["forbidden"] == 1.0
+TOPICS = {
+    "hash tables": "hash function bucket collision probing lookup slot key",
+    "radix sort": "digit bucket pass integer counting stable order keys",
+    "edge caching": "cache server latency user region content miss eviction",
+    "gradient descent": "gradient step learning rate loss minimum slope iteration",
+    "bloom filters": "bit array hash false positive membership set memory",
+    "raft consensus": "leader election log replication majority term follower heartbeat",
+}
+
+
+def planted_rows() -> list[dict]:
+    """Held-out ELI5 rows about six unrelated topics, each with a reference answer written for its section."""
+    rows = []
+    for topic, vocabulary in TOPICS.items():
+        k = vocabulary.split()
+        section = (
+            f"This section studies {topic}. The method relies on the {k[0]} and the {k[1]}, which makes each "
+            f"{k[2]} cheap. The authors measure the {k[3]} against the {k[4]} and report that the {k[5]} improves "
+            f"when the {k[6]} is tuned. They conclude that {topic} with a careful {k[7]} is practical at scale."
+        )
+        reference = (
+            f"**Analogy:** Think of {topic} as a tidy toy room where the {k[0]} tells you which shelf to use and the "
+            f"{k[1]} keeps the shelves in order, so finding a {k[2]} is quick and easy for anyone.\n\n"
+            f"**Explanation:** With {topic}, the {k[3]} and the {k[4]} work together, so the {k[5]} gets better "
+            f"when the {k[6]} is set well, and a good {k[7]} keeps everything simple even as things grow."
+        )
+        rows.append(chat_row(f"Explain this like I'm 5:\n{section}", reference))
+    return rows
+
+
+def chat_row(user: str, answer: str) -> dict:
+    return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]}
+
+
+def planted_answers(rows: list[dict]) -> dict[str, list[str]]:
+    """The issue's table: the reference, and four answers every check used to pass or even prefer."""
+    references = [r["messages"][1]["content"] for r in rows]
+    sections = [r["messages"][0]["content"].split("\n", 1)[1] for r in rows]
+    return {
+        "reference": references,
+        "wrong_section": references[1:] + references[:1],  # a reference written for another section
+        "copied_prompt": [f"**Analogy:** {s}\n\n**Explanation:** {s}" for s in sections],
+        "empty": [""] * len(rows),
+        "three_words": ["**Analogy:** a toy box.\n\n**Explanation:** keys find slots."] * len(rows),
+    }
+
+
+@pytest.mark.parametrize(
+    "planted, expected",
+    [("wrong_section", "off_topic"), ("copied_prompt", "copied"), ("empty", "empty"), ("three_words", "too_short")],
+)
+def test_every_planted_bad_answer_is_flagged_and_no_reference_is(planted, expected):
+    rows = planted_rows()
+    answers = planted_answers(rows)
+    scored = evaluate.score_answers(PERSONAS["eli5"], rows, [{"answer": a} for a in answers[planted]], 512)
+    assert all(expected in evaluate.flagged(s) for s in scored), [evaluate.flagged(s) for s in scored]
+    references = evaluate.score_answers(PERSONAS["eli5"], rows, [{"answer": a} for a in answers["reference"]], 512)
+    assert [evaluate.flagged(s) for s in references] == [[]] * len(rows)
+    # Style is measured on real attempts only: an empty answer no longer gets the best reading grade.
+    if expected in ("empty", "too_short"):
+        assert all("fk_grade" not in s["metrics"] for s in scored)
+
+
+def test_the_same_answer_for_different_sections_and_a_cut_off_answer_are_degenerate():
+    rows = planted_rows()
+    same = [{"answer": rows[0]["messages"][1]["content"], "tokens": 40}] * len(rows)
+    scored = evaluate.score_answers(PERSONAS["eli5"], rows, same, max_tokens=40)
+    assert all({"same_answer_for_other_sections", "cut_off"} <= set(s["degenerate_reasons"]) for s in scored)
+    looping = "**Analogy:** " + "the toy box " * 30
+    assert evaluate.degenerate_reasons(PERSONAS["eli5"], looping, False, False) == ["repetitive"]
+
+
+def test_bootstrap_intervals_cover_the_mean_and_shrink_with_more_data():
+    small = evaluate.mean_ci([0.0, 1.0] * 5, seed=0)
+    large = evaluate.mean_ci([0.0, 1.0] * 200, seed=0)
+    assert small["n"] == 10 and large["n"] == 400
+    assert small["low"] < 0.5 < small["high"] and large["low"] < 0.5 < large["high"]
+    assert large["high"] - large["low"] < small["high"] - small["low"]
+    assert evaluate.mean_ci([2.0], seed=0) == {"mean": 2.0, "low": 2.0, "high": 2.0, "n": 1}
+
+
+def test_the_verdict_says_where_the_adapter_beats_ties_and_loses():
+    def answers(topical, copy):
+        return [{"metrics": {"topical": t, "copy_share": c}} for t, c in zip(topical, copy, strict=True)]
+
+    adapter = answers([1.0] * 20, [0.1 + 0.01 * (i % 3) for i in range(20)])
+    prompted = answers([0.0] * 10 + [1.0] * 10, [0.1 + 0.01 * (i % 4) for i in range(20)])
+    line = evaluate.verdict("eli5", adapter, prompted, seed=0)
+    assert line.startswith("eli5: adapter vs prompted base (n=20): beats on topical; ties on copy_share")
+
+
+def test_answers_from_elsewhere_are_scored_with_no_model_loaded(tmp_path, capsys):
+    """--answers with --systems and nothing after it: a hosted model's answers, scored like ours."""
+    rows = planted_rows()
+    folder = tmp_path / "data" / "eli5_2048"
+    folder.mkdir(parents=True)
+    (folder / "valid.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    answers = tmp_path / "answers.jsonl"
+    planted = planted_answers(rows)
+    lines = [
+        {"system": system, "persona": "eli5", "key": f"#{i}", "answer": text}
+        for system in ("reference", "wrong_section")
+        for i, text in enumerate(planted[system])
+    ]
+    answers.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    out = tmp_path / "reports"
+    args = ["--data", str(tmp_path / "data"), "--personas", "eli5", "--out", str(out), "--systems"]
+    assert evaluate.main([*args, "--answers", str(answers)]) == 0
+    result = json.loads((out / "eval.json").read_text())["personas"]["eli5"]["systems"]
+    assert result["reference"]["summary"]["topical"]["mean"] == 1.0 and result["reference"]["flags"] == {}
+    assert result["wrong_section"]["summary"]["topical"]["mean"] == 0.0
+    assert result["wrong_section"]["flags"] == {"off_topic": 6}
+    assert (
+        "| topical: matches its own section (BM25 top-1) | 1.000 [1.000, 1.000] | 0.000"
+        in (out / "eval.md").read_text()
+    )
+    rescored = [json.loads(line) for line in (out / "answers.jsonl").read_text().splitlines()]
+    assert [(r["system"], r["key"], r["answer"]) for r in rescored] == [
+        (line["system"], line["key"], line["answer"]) for line in lines
+    ]
+    missing = tmp_path / "partial.jsonl"
+    missing.write_text(json.dumps(lines[0]) + "\n")
+    with pytest.raises(SystemExit, match="answers of 'reference' miss 5 of 6 held-out eli5 rows"):
+        evaluate.main([*args, "--answers", str(missing)])
 
 
 def eval_args(work, out, *extra):
@@ -96,36 +219,52 @@ def eval_args(work, out, *extra):
     ]
 
 
-def test_every_metric_and_chart_is_produced_and_a_rerun_gives_identical_numbers(smoke_run, tmp_path):
+def test_three_systems_side_by_side_with_intervals_and_a_verdict_and_a_rerun_gives_identical_numbers(
+    smoke_run, tmp_path, capsys
+):
     work, _ = smoke_run
     assert evaluate.main(eval_args(work, tmp_path / "a")) == 0
+    out = capsys.readouterr().out
     assert evaluate.main(eval_args(work, tmp_path / "b")) == 0
     first, second = (json.loads((tmp_path / d / "eval.json").read_text()) for d in "ab")
-    assert first["answers"] == second["answers"]  # greedy decoding: the same text, token for token
+    assert first["systems"] == ["base", "prompted", "adapter"]
     for persona, result in first["personas"].items():
-        for side in ("base", "adapter"):
-            again = second["personas"][persona][side]
-            for metric, value in result[side].items():
-                if metric in ("val_loss", "perplexity"):
-                    # MLX's multithreaded float32 CPU reductions can differ in the last bit between runs
-                    # (seen: 6.420069694 vs 6.420069218); everything else must match exactly.
-                    assert value == pytest.approx(again[metric], rel=1e-5), (persona, side, metric)
-                else:
-                    assert value == again[metric], (persona, side, metric)
-    expected = {
+        assert result["rows"] == 3 and set(result["systems"]) == {"base", "prompted", "adapter"}
+        for system, data in result["systems"].items():
+            again = second["personas"][persona]["systems"][system]["summary"]
+            for metric, stat in data["summary"].items():
+                assert set(stat) == {"mean", "low", "high", "n"} and stat["low"] <= stat["mean"] <= stat["high"]
+                tolerance = 1e-5 if metric == "loss" else 0  # MLX's multithreaded CPU sums differ in the last bit
+                assert stat["mean"] == pytest.approx(again[metric]["mean"], rel=tolerance), (persona, system, metric)
+        adapter, base = result["systems"]["adapter"]["summary"], result["systems"]["base"]["summary"]
+        assert adapter["loss"]["mean"] != base["loss"]["mean"]  # the adapter is really applied
+    expected_style = {
         "eli5": {"fk_grade", "grade_ok", "forbidden"},
         "intuitive": set(),
         "executive": {"lead_first", "length_ok"},
     }
-    common_metrics = {"val_loss", "perplexity", "format", "tokens", "rouge_l"}
-    for persona, extra in expected.items():
-        result = first["personas"][persona]
-        assert set(result["base"]) == set(result["adapter"]) == common_metrics | extra
-        assert result["rows"] == 3
-        assert result["adapter"]["val_loss"] != result["base"]["val_loss"]  # the adapter is really applied
+    for persona, style in expected_style.items():
+        offered = {m for m in evaluate.STYLE_METRICS if m in json.dumps(first["personas"][persona])}
+        assert offered <= style  # style metrics only where personas.toml asks for them
+    assert [line.split(":")[0] for line in out.splitlines() if "adapter vs prompted base" in line] == [
+        "eli5",
+        "intuitive",
+        "executive",
+    ]
+    answers = [json.loads(line) for line in (tmp_path / "a" / "answers.jsonl").read_text().splitlines()]
+    assert len(answers) == 3 * 3 * 3 and {a["system"] for a in answers} == {"base", "prompted", "adapter"}
     charts = {p.stem for p in (tmp_path / "a").glob("*.png")}
-    assert charts == common_metrics | {"fk_grade", "grade_ok", "forbidden", "lead_first", "length_ok"}
-    assert "| validation loss (answers only) |" in (tmp_path / "a" / "eval.md").read_text()
+    assert {"topical", "copy_share", "degenerate", "format", "rouge_l", "loss"} <= charts
+    report = (tmp_path / "a" / "eval.md").read_text()
+    assert "| metric | base | prompted | adapter | n |" in report and "adapter vs prompted base" in report
+
+
+def test_the_prompted_baseline_gets_the_persona_and_its_format_as_a_system_message():
+    messages = [{"role": "user", "content": "Explain this like I'm 5:\nHash tables."}]
+    prompted = evaluate.prompted_messages(PERSONAS["eli5"], messages)
+    assert prompted[0]["role"] == "system" and prompted[1:] == messages
+    assert PERSONAS["eli5"].instructions in prompted[0]["content"]
+    assert "**Analogy:** (40-220 words)\n\n**Explanation:** (40-220 words)" in prompted[0]["content"]
 
 
 def test_judge_swaps_positions_so_a_position_biased_judge_scores_even(smoke_run, tmp_path, monkeypatch, capsys):
@@ -138,8 +277,10 @@ def test_judge_swaps_positions_so_a_position_biased_judge_scores_even(smoke_run,
         assert evaluate.main(args) == 0
         judged = len(fake.request_times) - fake.outcomes.get("rate_429", 0)
         refused = fake.outcomes.get("rate_429", 0)
-    result = json.loads((tmp_path / "eval.json").read_text())["personas"]["eli5"]["adapter"]
+    result = json.loads((tmp_path / "eval.json").read_text())["personas"]["eli5"]["systems"]["adapter"]["summary"]
     assert refused > 0  # some judge calls were answered 429 and retried
     assert judged == 6  # 3 pairs, each judged in both orders
-    assert result["judge_win_rate"] == 0.5  # "always A" wins once for each side of every pair
+    # "always A" wins once for each side of every pair, for accuracy and for style alike
+    assert result["judge_accuracy"]["mean"] == 0.5 and result["judge_style"]["mean"] == 0.5
+    assert result["judge_accuracy"]["n"] == 3
     assert "judge: 6 Gemini calls, estimated $" in capsys.readouterr().err

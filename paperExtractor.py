@@ -5,19 +5,26 @@ Run simply as:
     $ python paperExtractor.py --ids 1706.03762 cs/0112017       # specific arXiv papers
     $ python paperExtractor.py --pdf-dir ~/papers                # local PDFs, no arXiv involved
 
-Reads:  the arXiv API (or --pdf-dir), then each paper's PDF.
-Writes: papers/<id>.pdf, papers/images/<id>/*.png, and papers.json:
+Reads:  the arXiv API (or --pdf-dir and its subfolders), then each paper's PDF.
+Writes: papers/<id>.pdf, papers/images/<id>/*.png, papers.records/<id>.json (one file per finished paper, the
+        resumable store) and, at the end of a run or on Ctrl-C, papers.json assembled from the store:
         {"papers": [{id, version, title, authors, abstract, categories, primary_category, published,
-                     pdf_url, pdf_path, markdown, sections: [{heading, text}], images, pages}],
+                     pdf_url, pdf_path, markdown, sections: [{heading, text}], images, pages, pages_total,
+                     source_sha256, options}],
          "failures": [{id, stage, reason}]}
-A rerun merges with an existing papers.json: papers already in it are skipped, earlier failures are retried.
+A rerun keeps the papers already stored and skips them, unless their PDF's bytes or the options that shape a
+record (--max-pages, --keep-appendix) changed, or --force; earlier failures are retried. Ctrl-C or SIGTERM stops
+within seconds, keeping every finished paper. A run in which nothing succeeded exits 1.
 """
 
 import argparse
 import difflib
+import hashlib
+import json
 import logging
 import os
 import re
+import signal
 import sys
 import time
 from collections import Counter
@@ -26,7 +33,7 @@ from concurrent.futures import as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import InputError, atomic_writer, die, read_json, setup_logging, write_json
+from common import InputError, atomic_writer, die, read_json, settings_from, setup_logging, write_json
 
 log = logging.getLogger("paperExtractor")
 
@@ -79,7 +86,12 @@ ARXIV_CATEGORIES = ARXIV_ARCHIVES_WITHOUT_SUBJECTS | {
 }
 
 PDF_MAGIC = b"%PDF-"
-DOWNLOAD_TIMEOUT_S = (10, 120)  # (connect, read)
+API_TIMEOUT_S = (10, 120)  # (connect, read) for arXiv API pages
+DOWNLOAD_READ_TIMEOUT_S = 30  # a PDF server silent this long is dead; --download-timeout bounds the whole download
+DOWNLOAD_ATTEMPTS = 4
+# arXiv identifiers (info.arxiv.org/help/arxiv_identifier.html): 2309.13541v2 since 2007, cs/0112017v1 before.
+NEW_STYLE_ID = re.compile(r"^\d{4}\.\d{4,5}(?:v\d+)?$")
+OLD_STYLE_ID = re.compile(r"^[a-z]+(?:-[a-z]+)*(?:\.[A-Z]{2})?/\d{7}(?:v\d+)?$")
 
 # ----------------------------------------------------------------------------- section splitting
 
@@ -281,8 +293,9 @@ def versionless_id(short_id: str) -> tuple[str, int]:
 
 
 def safe_filename(paper_id: str) -> str:
-    """A paper id as a single path component: old-style 'cs/0112017' must never become a sub-folder."""
-    name = re.sub(r"[^A-Za-z0-9._-]+", "_", paper_id).strip("._")
+    """A paper id as a single path component: old-style 'cs/0112017' must never become a sub-folder. Letters of
+    any script are kept, so two papers named in Chinese do not both become "paper"."""
+    name = re.sub(r"[^\w.-]+", "_", paper_id).strip("._")
     return name or "paper"
 
 
@@ -315,33 +328,70 @@ def merge_record(records: dict[str, dict], record: dict) -> None:
         seen["categories"] = sorted(set(seen["categories"]) | set(record["categories"]))
 
 
-def make_arxiv_client(api_url: str, delay_s: float):
+def bad_ids(ids: list[str]) -> list[str]:
+    """The ids that are not arXiv identifiers at all; checked before any request, so one typo sinks nothing else."""
+    return [i for i in ids if not (NEW_STYLE_ID.match(i) or OLD_STYLE_ID.match(i))]
+
+
+class UnreadableFeedError(Exception):
+    """The API answered 200 with something that is not an Atom feed (a proxy page, a truncated body)."""
+
+
+def make_arxiv_client(api_url: str, delay_s: float, page_size: int):
     import arxiv
     import requests.adapters
 
     class _TimeoutAdapter(requests.adapters.HTTPAdapter):
         # arxiv.Client sends no timeout of its own; a silent server would hang the run forever.
         def send(self, request, **kwargs):
-            kwargs["timeout"] = kwargs.get("timeout") or DOWNLOAD_TIMEOUT_S
+            kwargs["timeout"] = kwargs.get("timeout") or API_TIMEOUT_S
             return super().send(request, **kwargs)
+
+    class StrictClient(arxiv.Client):
+        # arxiv.py only logs a malformed feed and carries on with zero results, so an unreadable answer would be
+        # reported as "no papers found". Say what it is instead.
+        def _parse_feed(self, url, first_page=True, _try_index=0):
+            feed = super()._parse_feed(url, first_page, _try_index)
+            if feed.malformed and not feed.results:
+                raise UnreadableFeedError(f"the arXiv API at {api_url} answered something that is not an Atom feed")
+            return feed
+
+    def require_atom(response, *args, **kwargs):
+        # lxml's recovering parser reads an HTML page as a feed with no entries; a 200 must be Atom to count.
+        if response.status_code == 200 and b"<feed" not in response.content[:4096]:
+            kind = response.headers.get("Content-Type", "unknown type")
+            raise UnreadableFeedError(f"the arXiv API at {api_url} answered {kind}, not an Atom feed")
 
     # arxiv.py sends its own User-Agent on every request; this module constant is where it comes from.
     arxiv._USER_AGENT = f"{USER_AGENT} arxiv.py/{arxiv.__version__}"
-    client = arxiv.Client(page_size=100, delay_seconds=delay_s, num_retries=3)
+    client = StrictClient(page_size=max(1, min(100, page_size)), delay_seconds=delay_s, num_retries=3)
     client.query_url_format = api_url + "?{}"
     client._session.mount("http://", _TimeoutAdapter())
     client._session.mount("https://", _TimeoutAdapter())
+    client._session.hooks["response"].append(require_atom)
     return client
 
 
-def search_arxiv(client, categories: list[str], per_category: int, ids: list[str]) -> dict[str, dict]:
-    """Query arXiv (newest submissions first per category, or by id) and merge cross-listed papers."""
+def search_failure(error: Exception, api_url: str) -> str:
+    """Why an arXiv query failed, in words: the status it answered, an unreadable feed, or the network."""
     import arxiv
 
+    if isinstance(error, arxiv.HTTPError):
+        return f"the arXiv API answered HTTP {error.status} after retries"
+    if isinstance(error, UnreadableFeedError):
+        return str(error)
+    return f"cannot reach the arXiv API at {api_url} ({type(error).__name__}); check your network or --api-url"
+
+
+def search_arxiv(client, categories: list[str], per_category: int, ids: list[str], api_url: str):
+    """Query arXiv (newest submissions first per category, or by id) and merge cross-listed papers. A query that
+    still fails after retries is returned as a failure; the others' papers are kept."""
+    import arxiv
+    import requests
+
     records: dict[str, dict] = {}
-    if ids:
-        for result in client.results(arxiv.Search(id_list=ids, max_results=len(ids))):
-            merge_record(records, record_from_result(result, set()))
+    failures: list[dict] = []
+    queries = [("ids", arxiv.Search(id_list=ids, max_results=len(ids)), set())] if ids else []
     for category in categories:
         search = arxiv.Search(
             query=f"cat:{category}",
@@ -349,12 +399,19 @@ def search_arxiv(client, categories: list[str], per_category: int, ids: list[str
             sort_by=arxiv.SortCriterion.SubmittedDate,
             sort_order=arxiv.SortOrder.Descending,
         )
-        found = 0
-        for result in client.results(search):
-            merge_record(records, record_from_result(result, {category}))
-            found += 1
-        log.info("%s: %d papers", category, found)
-    return records
+        queries.append((category, search, {category}))
+    for name, search, tags in queries:
+        try:
+            found = [record_from_result(result, tags) for result in client.results(search)]
+        except (arxiv.ArxivError, requests.RequestException, UnreadableFeedError) as e:
+            failures.append({"id": f"search:{name}", "stage": "search", "reason": search_failure(e, api_url)})
+            log.error("arXiv query %s failed: %s", name, failures[-1]["reason"])
+            continue
+        for record in found:
+            merge_record(records, record)
+        if name != "ids":
+            log.info("%s: %d papers", name, len(found))
+    return records, failures
 
 
 # ----------------------------------------------------------------------------- download
@@ -373,40 +430,82 @@ def is_complete_pdf(path: Path) -> bool:
 
 def make_download_session():
     import requests
-    from urllib3.util.retry import Retry
 
-    # urllib3's Retry handles 5xx, timeouts and dropped connections with exponential backoff (1, 2, 4, 8 s).
-    retry = Retry(
-        total=4,
-        backoff_factor=1.0,
-        status_forcelist=(500, 502, 503, 504),
-        allowed_methods=("GET",),
-        raise_on_status=False,
-        respect_retry_after_header=True,
-    )
     session = requests.Session()
     session.headers["User-Agent"] = USER_AGENT
-    adapter = requests.adapters.HTTPAdapter(max_retries=retry)
-    session.mount("http://", adapter)
-    session.mount("https://", adapter)
     return session
 
 
-def download_pdf(session, url: str, dest: Path) -> str | None:
-    """Download url to dest atomically; return None on success or the reason it failed."""
-    import requests
+class RetryableDownload(Exception):
+    """A 429/5xx or a dropped connection: worth another attempt while the deadline allows."""
 
+
+def fetch_pdf_once(session, url: str, dest: Path, deadline: float, max_bytes: int) -> str | None:
+    """One attempt: stream url into dest atomically. Return None or why it failed for good; raise
+    RetryableDownload for what another attempt may fix, TimeoutError when the deadline passes."""
+    import requests
+    import urllib3
+
+    remaining = deadline - time.monotonic()
     try:
-        response = session.get(url, timeout=DOWNLOAD_TIMEOUT_S)
-    except requests.RequestException as e:
-        return f"download failed: {type(e).__name__}: {e}"
-    if response.status_code != 200:
-        return f"download failed: HTTP {response.status_code} from {url}"
-    if not response.content.startswith(PDF_MAGIC):
-        kind = response.headers.get("Content-Type", "unknown type")
-        return f"not a PDF: {url} returned {kind} ({len(response.content):,} bytes)"
-    with atomic_writer(dest, "wb") as f:
-        f.write(response.content)
+        response = session.get(url, stream=True, timeout=(min(10, remaining), min(DOWNLOAD_READ_TIMEOUT_S, remaining)))
+    except (requests.ConnectionError, requests.Timeout) as e:
+        raise RetryableDownload(f"{type(e).__name__}: {e}") from None
+    with response:
+        if response.status_code in (429, 500, 502, 503, 504):
+            raise RetryableDownload(f"HTTP {response.status_code}")
+        if response.status_code != 200:
+            return f"download failed: HTTP {response.status_code} from {url}"
+        if int(response.headers.get("Content-Length") or 0) > max_bytes:
+            return f"larger than --max-pdf-mb ({int(response.headers['Content-Length']):,} bytes)"
+        received, head, tail = 0, b"", b""
+        try:
+            with atomic_writer(dest, "wb") as f:
+                # read1 returns what has arrived, so a server trickling a byte at a time meets the deadline too.
+                while chunk := response.raw.read1(1 << 16, decode_content=True):
+                    head = (head + chunk)[: len(PDF_MAGIC)] if len(head) < len(PDF_MAGIC) else head
+                    if len(head) == len(PDF_MAGIC) and head != PDF_MAGIC:
+                        kind = response.headers.get("Content-Type", "unknown type")
+                        raise ValueError(f"not a PDF: {url} returned {kind}")
+                    received += len(chunk)
+                    tail = (tail + chunk)[-1024:]
+                    if received > max_bytes:
+                        raise ValueError(f"larger than --max-pdf-mb (over {max_bytes:,} bytes)")
+                    f.write(chunk)
+                    if time.monotonic() > deadline:
+                        raise TimeoutError
+                if b"%%EOF" not in tail:
+                    raise ValueError(f"truncated PDF: {url} ended after {received:,} bytes without %%EOF")
+        except ValueError as e:
+            return str(e)
+        except (requests.ConnectionError, requests.Timeout, urllib3.exceptions.HTTPError, OSError) as e:
+            if isinstance(e, TimeoutError) and time.monotonic() > deadline:
+                raise
+            raise RetryableDownload(f"{type(e).__name__}: {e}") from None
+    return None
+
+
+def download_pdf(session, url: str, dest: Path, timeout_s: float, max_bytes: int) -> str | None:
+    """Download url to dest atomically within one deadline covering connect, every read and every retry (tenacity:
+    up to 4 attempts, exponential backoff with jitter); return None on success or the reason it failed."""
+    import tenacity
+
+    deadline = time.monotonic() + timeout_s
+    try:
+        for attempt in tenacity.Retrying(
+            stop=tenacity.stop_after_attempt(DOWNLOAD_ATTEMPTS) | tenacity.stop_before_delay(timeout_s),
+            wait=tenacity.wait_exponential_jitter(initial=1, max=8),
+            retry=tenacity.retry_if_exception_type(RetryableDownload),
+            reraise=True,
+        ):
+            with attempt:
+                return fetch_pdf_once(session, url, dest, deadline, max_bytes)
+    except TimeoutError:
+        return f"download timed out after {timeout_s:g} s (raise --download-timeout)"
+    except RetryableDownload as e:
+        if time.monotonic() > deadline:
+            return f"download timed out after {timeout_s:g} s (raise --download-timeout): {e}"
+        return f"download failed after {DOWNLOAD_ATTEMPTS} attempts: {e}"
     return None
 
 
@@ -451,6 +550,8 @@ def extract_paper(pdf_path: str, image_dir: str, max_pages: int, keep_appendix: 
     import pymupdf
     import pymupdf4llm
 
+    pymupdf.TOOLS.mupdf_display_warnings(False)
+    pymupdf.TOOLS.reset_mupdf_warnings()  # per paper: a worker process extracts many
     try:
         doc = pymupdf.open(pdf_path)
     except Exception as e:
@@ -460,11 +561,23 @@ def extract_paper(pdf_path: str, image_dir: str, max_pages: int, keep_appendix: 
             raise ValueError("encrypted PDF: it needs a password")
         if doc.page_count == 0:
             raise ValueError("corrupt or empty PDF: no readable pages")
-        texts = [page.get_text() for page in doc]
+        texts = []
+        for number, page in enumerate(doc, start=1):
+            try:
+                texts.append(page.get_text())
+            except Exception as e:
+                raise ValueError(f"damaged PDF: page {number} does not load ({e})") from None
+        # None of the 12 real test papers makes mupdf repair anything; a truncated or damaged file does, and then
+        # "loads" with pages silently missing.
+        warnings = pymupdf.TOOLS.mupdf_warnings()
+        if "repair" in warnings:
+            first = next(line for line in warnings.splitlines() if line.strip())
+            raise ValueError(f"damaged PDF: mupdf had to repair it ({first}); pages may be missing")
         if not any(t.strip() for t in texts):
             raise ValueError("no text layer (a scanned PDF?): OCR it first")
         last = len(texts) - 1 if keep_appendix else (find_references_page(texts) or len(texts) - 1)
         pages = list(range(min(last + 1, max_pages)))
+        pages_total = doc.page_count
         Path(image_dir).mkdir(parents=True, exist_ok=True)
         markdown = pymupdf4llm.to_markdown(
             doc, pages=pages, write_images=True, image_path=image_dir, image_format="png", show_progress=False
@@ -477,18 +590,114 @@ def extract_paper(pdf_path: str, image_dir: str, max_pages: int, keep_appendix: 
         "sections": sections,
         "images": sorted(str(p) for p in Path(image_dir).glob("*.png")),
         "pages": len(pages),
+        "pages_total": pages_total,
+        "page_capped": len(pages) < last + 1,  # --max-pages cut text that would have been used
         "pdf_title": (metadata.get("title") or "").strip() or first_line,
         "pdf_authors": [a.strip() for a in re.split(r"[;,]| and ", metadata.get("author") or "") if a.strip()],
     }
 
 
+# ----------------------------------------------------------------------------- the store: one file per paper
+
+
+class Store:
+    """One small JSON file per finished paper (and per failed one) in a folder beside the output, e.g.
+    papers.records/ for papers.json: saving a paper costs the same however many are done, where rewriting
+    papers.json after each paper cost time and bytes in proportion to all of them (quadratic in a run).
+    papers.json is assembled from the store once, at the end of a run and on Ctrl-C."""
+
+    def __init__(self, out: Path):
+        self.dir = out.with_name(out.stem + ".records")
+
+    def _path(self, paper_id: str, failed: bool = False) -> Path:
+        return self.dir / f"{safe_filename(paper_id)}{'.failed' if failed else ''}.json"
+
+    def load(self) -> tuple[dict[str, dict], dict[str, dict]]:
+        papers, failures = {}, {}
+        for path in sorted(self.dir.glob("*.json")) if self.dir.is_dir() else []:
+            record = read_json(path, "a stored paper", f"delete {path} to extract that paper again")
+            if not isinstance(record, dict) or not isinstance(record.get("id"), str):
+                raise InputError(f'{path}: not a paper record (no "id"); delete it to extract that paper again')
+            (failures if path.name.endswith(".failed.json") else papers)[record["id"]] = record
+        return papers, failures
+
+    def save_paper(self, record: dict) -> None:
+        write_json(self._path(record["id"]), record)
+        self._path(record["id"], failed=True).unlink(missing_ok=True)
+
+    def save_failure(self, failure: dict) -> None:
+        write_json(self._path(failure["id"], failed=True), failure)
+
+    def is_empty(self) -> bool:
+        return not self.dir.is_dir() or not any(self.dir.glob("*.json"))
+
+
+def write_papers_json(out: Path, store: Store, extra_failures: list[dict]) -> tuple[int, int]:
+    """papers.json from the store, streamed one record at a time and replaced atomically; (papers, failures)."""
+    papers, failures = store.load()
+    failures = [f for i, f in failures.items() if i not in papers] + extra_failures
+    with atomic_writer(out) as f:
+        f.write('{"papers": [')
+        for n, record in enumerate(papers.values()):
+            f.write(("," if n else "") + "\n" + json.dumps(record, ensure_ascii=False))
+        f.write('\n], "failures": ' + json.dumps(failures, ensure_ascii=False, indent=1) + "}\n")
+    return len(papers), len(failures)
+
+
+def import_legacy(out: Path, store: Store) -> int:
+    """A papers.json written before the store existed seeds it, so an upgrade re-extracts nothing."""
+    if not out.is_file() or not store.is_empty():
+        return 0
+    data = read_json(out, "papers.json", "move it aside or fix it, then rerun")
+    if not isinstance(data, dict) or not isinstance(data.get("papers"), list):
+        raise InputError(f"{out}: expected {{'papers': [...], 'failures': [...]}}; move it aside and rerun")
+    for index, record in enumerate(data["papers"]):
+        if not isinstance(record, dict) or not isinstance(record.get("id"), str) or not record["id"]:
+            raise InputError(f'{out}: papers[{index}] has no "id"; fix or remove that record, or move the file aside')
+        store.save_paper(record)
+    return len(data["papers"])
+
+
 # ----------------------------------------------------------------------------- orchestration
 
 
-def local_record(path: Path) -> dict:
+@dataclass(frozen=True)
+class Settings:
+    categories: list[str]
+    per_category: int
+    ids: list[str]
+    pdf_dir: Path | None
+    api_url: str
+    api_delay: float
+    out: Path
+    papers_dir: Path
+    workers: int
+    max_pages: int
+    timeout: float
+    download_timeout: float
+    max_pdf_mb: float
+    keep_appendix: bool
+    force: bool
+    verbose: bool
+
+    @property
+    def options(self) -> dict:
+        """The settings that shape a record: changing one re-extracts the papers made with another."""
+        return {"max_pages": self.max_pages, "keep_appendix": self.keep_appendix}
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def empty_record(paper_id: str, pdf_path: Path | None) -> dict:
     """The record of a local PDF; title and authors are filled from the PDF itself after extraction."""
     return {
-        "id": safe_filename(path.stem),
+        "id": paper_id,
         "version": None,
         "title": None,
         "authors": [],
@@ -497,24 +706,41 @@ def local_record(path: Path) -> dict:
         "primary_category": None,
         "published": None,
         "pdf_url": None,
-        "pdf_path": str(path),
+        "pdf_path": str(pdf_path) if pdf_path else None,
     }
 
 
 def local_records(pdf_dir: Path) -> dict[str, dict]:
-    return {record["id"]: record for record in map(local_record, sorted(pdf_dir.glob("*.pdf")))}
+    """Every PDF under pdf_dir, subfolders included, whatever the case of ".pdf". An id is the relative path made
+    safe ("sub/a b.pdf" -> "sub_a_b"); names that come out the same get a short hash of their path, stable from
+    run to run, and the log says so."""
+    paths = sorted(p for p in pdf_dir.rglob("*") if p.is_file() and p.suffix.lower() == ".pdf")
+    base = {p: safe_filename(str(p.relative_to(pdf_dir).with_suffix(""))) for p in paths}
+    taken = Counter(base.values())
+    records = {}
+    for path, name in base.items():
+        if taken[name] > 1:
+            suffix = hashlib.sha256(str(path.relative_to(pdf_dir)).encode()).hexdigest()[:8]
+            log.warning("%s: its name is taken by another PDF as %r; its id is %s-%s", path, name, name, suffix)
+            name = f"{name}-{suffix}"
+        records[name] = empty_record(name, path)
+    return records
 
 
-def load_previous(out: Path) -> tuple[dict[str, dict], dict[str, dict]]:
-    if not out.exists():
-        return {}, {}
-    data = read_json(out, "papers.json", "move it aside or fix it, then rerun")
-    if not isinstance(data, dict) or not isinstance(data.get("papers"), list):
-        raise InputError(f"{out}: expected {{'papers': [...], 'failures': [...]}}; move it aside and rerun")
-    return {p["id"]: p for p in data["papers"]}, {f["id"]: f for f in data.get("failures", [])}
+def local_record(path: Path) -> dict:
+    return empty_record(safe_filename(path.stem), path)
 
 
-def finish_record(record: dict, extracted: dict) -> dict:
+def is_current(stored: dict | None, pdf: Path | None, settings: Settings) -> bool:
+    """Whether a stored paper can be kept: made with today's options, from the PDF bytes on disk now."""
+    if stored is None or settings.force or stored.get("options", settings.options) != settings.options:
+        return False
+    if pdf is None or not pdf.is_file() or "source_sha256" not in stored:
+        return True  # a paper from before fingerprints, or whose PDF was since deleted: kept as it is
+    return stored["source_sha256"] == file_sha256(pdf)
+
+
+def finish_record(record: dict, extracted: dict, options: dict) -> dict:
     sections = extracted["sections"]
     abstract = next((s["text"] for s in sections if s["heading"].lower() == "abstract"), None)
     return {
@@ -526,52 +752,80 @@ def finish_record(record: dict, extracted: dict) -> dict:
         "sections": sections,
         "images": extracted["images"],
         "pages": extracted["pages"],
+        "pages_total": extracted["pages_total"],
+        "source_sha256": file_sha256(Path(record["pdf_path"])),
+        "options": options,
     }
 
 
-def download_all(records: list[dict], papers_dir: Path, failures: dict[str, dict]) -> list[dict]:
-    """Fetch missing PDFs; return the records whose PDF is now on disk."""
+def check_local(record: dict) -> str | None:
+    """A local file gets the checks a download gets: a PDF header, and an end marker (else it was cut short)."""
+    path = Path(record["pdf_path"])
+    with open(path, "rb") as f:
+        head = f.read(len(PDF_MAGIC))
+    if head != PDF_MAGIC:
+        return f"not a PDF: {path} does not start with %PDF- (an HTML page saved as .pdf?)"
+    if not is_complete_pdf(path):
+        return f"truncated PDF: {path} has no %%EOF marker at its end (an interrupted download?)"
+    return None
+
+
+def ensure_pdf(session, record: dict, papers_dir: Path, settings: Settings) -> str | None:
+    """Set record["pdf_path"], downloading unless a complete PDF is already there; return a failure reason."""
+    if record["pdf_path"] is None:
+        dest = papers_dir / f"{safe_filename(record['id'])}.pdf"
+        if not is_complete_pdf(dest):
+            max_bytes = int(settings.max_pdf_mb * 1e6)
+            reason = download_pdf(session, record["pdf_url"], dest, settings.download_timeout, max_bytes)
+            if reason:
+                return reason
+        record["pdf_path"] = str(dest)
+        return None
+    return check_local(record)
+
+
+def fetch_all(records: list[dict], settings: Settings, store: Store, failures: dict) -> list[dict]:
+    """Download missing PDFs (arXiv) or check local files; return the records whose PDF is ready to extract."""
     from tqdm import tqdm
 
     session = make_download_session()
     ready = []
-    for record in tqdm(records, desc="download", unit="pdf", disable=not records):
-        reason = ensure_pdf(session, record, papers_dir)
+    label, unit = ("check", "file") if settings.pdf_dir else ("download", "pdf")
+    for record in tqdm(records, desc=label, unit=unit, disable=not records):
+        reason = ensure_pdf(session, record, settings.papers_dir, settings)
         if reason:
-            failures[record["id"]] = {"id": record["id"], "stage": "download", "reason": reason}
+            failures[record["id"]] = {"id": record["id"], "stage": label, "reason": reason}
+            store.save_failure(failures[record["id"]])
         else:
             ready.append(record)
     return ready
 
 
-def ensure_pdf(session, record: dict, papers_dir: Path) -> str | None:
-    """Set record["pdf_path"], downloading unless a complete PDF is already there; return a failure reason."""
-    if record["pdf_path"] is None:
-        dest = papers_dir / f"{safe_filename(record['id'])}.pdf"
-        if not is_complete_pdf(dest):
-            reason = download_pdf(session, record["pdf_url"], dest)
-            if reason:
-                return reason
-        record["pdf_path"] = str(dest)
-    return None
+def worker_init(threads: int) -> None:
+    """Extraction workers leave Ctrl-C to the main process, which stops them; and share the cores."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    limit_worker_threads(threads)
 
 
-def extract_all(records, args, done: dict, failures: dict, save) -> None:
-    """Extract in worker processes; each finished paper is saved at once, so a crash loses only work in flight."""
+def extract_all(records: list[dict], settings: Settings, store: Store, failures: dict) -> list[dict]:
+    """Extract in worker processes; each finished paper is stored at once. On Ctrl-C or SIGTERM the queued work is
+    cancelled and the workers are ended, so the interrupt takes effect in seconds; finished papers are kept."""
     from pebble import ProcessPool
     from tqdm import tqdm
 
-    threads = max(1, (os.cpu_count() or 1) // args.workers)
-    with ProcessPool(max_workers=args.workers, initializer=limit_worker_threads, initargs=(threads,)) as pool:
+    threads = max(1, (os.cpu_count() or 1) // settings.workers)
+    pool = ProcessPool(max_workers=settings.workers, initializer=worker_init, initargs=(threads,))
+    done = []
+    try:
         futures = {
             pool.schedule(
                 extract_paper,
-                timeout=args.timeout,
+                timeout=settings.timeout,
                 args=(
                     r["pdf_path"],
-                    str(args.papers_dir / "images" / safe_filename(r["id"])),
-                    args.max_pages,
-                    args.keep_appendix,
+                    str(settings.papers_dir / "images" / safe_filename(r["id"])),
+                    settings.max_pages,
+                    settings.keep_appendix,
                 ),
             ): r
             for r in records
@@ -581,20 +835,48 @@ def extract_all(records, args, done: dict, failures: dict, save) -> None:
         ):
             record = futures[future]
             try:
-                done[record["id"]] = finish_record(record, future.result())
-                failures.pop(record["id"], None)
+                extracted = future.result()
             except Exception as e:  # any failure of one paper is recorded; it never stops the run
-                failures[record["id"]] = {"id": record["id"], "stage": "extract", "reason": extract_failure(e, args)}
-            save()
+                failures[record["id"]] = {
+                    "id": record["id"],
+                    "stage": "extract",
+                    "reason": extract_failure(e, settings),
+                }
+                store.save_failure(failures[record["id"]])
+                continue
+            if extracted["page_capped"]:
+                log.warning(
+                    "%s: only the first %d of %d pages extracted (--max-pages)",
+                    record["id"],
+                    extracted["pages"],
+                    extracted["pages_total"],
+                )
+            done.append(finish_record(record, extracted, settings.options))
+            store.save_paper(done[-1])
+            failures.pop(record["id"], None)
+    except BaseException:
+        pool.stop()  # cancels what is queued and ends the workers now, instead of draining the queue
+        pool.join(timeout=5)
+        raise
+    pool.close()
+    pool.join()
+    return done
 
 
-def extract_failure(error: Exception, args) -> str:
+def extract_failure(error: Exception, settings: Settings) -> str:
     """Why one paper's extraction failed, in words for papers.json."""
     if isinstance(error, FutureTimeout):
-        return f"timed out after {args.timeout:g} s (raise --timeout)"
-    if isinstance(error, ValueError):  # a reason extract_paper gave: corrupt, encrypted, empty, no text
+        return f"timed out after {settings.timeout:g} s (raise --timeout)"
+    if isinstance(error, ValueError):  # a reason extract_paper gave: corrupt, damaged, encrypted, empty, no text
         return str(error)
     return f"{type(error).__name__}: {error}"  # pebble.ProcessExpired for a crashed worker, a pymupdf4llm bug, ...
+
+
+def positive(value: str) -> float:
+    number = float(value)
+    if not number > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {value}")
+    return number
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -621,7 +903,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ID",
         help="specific arXiv ids (e.g. 1706.03762 cs/0112017); skips the category search",
     )
-    src.add_argument("--pdf-dir", type=Path, help="ingest local PDFs from this folder instead of arXiv")
+    src.add_argument(
+        "--pdf-dir", type=Path, help="ingest local PDFs from this folder and its subfolders instead of arXiv"
+    )
     src.add_argument(
         "--api-url",
         default=os.environ.get("ARXIV_API_URL", DEFAULT_API_URL),
@@ -635,64 +919,82 @@ def build_parser() -> argparse.ArgumentParser:
         help="pause between API requests; arXiv's terms ask for >= 3 (default: %(default)s)",
     )
     out = p.add_argument_group("where to write")
-    out.add_argument("--out", type=Path, default=Path("papers.json"), help="output JSON (default: %(default)s)")
+    out.add_argument(
+        "--out",
+        type=Path,
+        default=Path("papers.json"),
+        help="output JSON; finished papers are kept one file each in <out stem>.records/ (default: %(default)s)",
+    )
     out.add_argument(
         "--papers-dir",
         type=Path,
         default=Path("papers"),
         help="PDFs and papers/images/<id>/ figures (default: %(default)s)",
     )
-    work = p.add_argument_group("extraction")
+    work = p.add_argument_group("download and extraction")
     work.add_argument(
         "--workers",
         type=int,
         default=os.cpu_count() or 1,
         help="extraction processes (default: number of CPUs, %(default)s)",
     )
-    work.add_argument("--max-pages", type=int, default=60, help="page cap per PDF (default: %(default)s)")
+    work.add_argument(
+        "--max-pages", type=int, default=60, help="page cap per PDF; logged when hit (default: %(default)s)"
+    )
     work.add_argument(
         "--timeout",
-        type=float,
+        type=positive,
         default=300,
-        help="time cap per PDF in seconds; a slower PDF is recorded as failed (default: %(default)s)",
+        help="seconds to extract one PDF; a slower PDF is recorded as failed (default: %(default)s)",
+    )
+    work.add_argument(
+        "--download-timeout",
+        type=positive,
+        default=300,
+        help="seconds to download one PDF, connecting, every read and retries included (default: %(default)s)",
+    )
+    work.add_argument(
+        "--max-pdf-mb", type=positive, default=100, help="largest PDF to download, MB (default: %(default)s)"
     )
     work.add_argument("--keep-appendix", action="store_true", help="keep appendix sections (default: dropped)")
+    work.add_argument("--force", action="store_true", help="extract every paper again, even unchanged ones")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
 
-def collect_records(args, parser) -> dict[str, dict]:
-    if args.pdf_dir is not None:
-        if not args.pdf_dir.is_dir():
-            parser.error(f"--pdf-dir {args.pdf_dir}: no such folder; pass a folder that holds .pdf files")
-        return local_records(args.pdf_dir)
-    import arxiv
-    import requests
-
-    categories = [] if args.ids else args.categories
-    client = make_arxiv_client(args.api_url, args.api_delay)
-    try:
-        records = search_arxiv(client, categories, args.per_category, args.ids)
-    except (arxiv.ArxivError, requests.RequestException) as e:
-        die(
-            f"cannot query the arXiv API at {args.api_url} ({type(e).__name__}: {e}). "
-            "Check your network, retry in a minute, or point --api-url at a mirror."
-        )
-    missing = [i for i in args.ids if versionless_id(i)[0] not in records]
-    if args.ids and len(missing) == len(args.ids):
-        die(f"arXiv found none of the ids {', '.join(missing)}; check them (e.g. 1706.03762 or cs/0112017)")
-    if missing:
+def collect_records(settings: Settings) -> tuple[dict[str, dict], list[dict]]:
+    """The papers this run is about, and the queries or ids that failed before any paper was fetched."""
+    if settings.pdf_dir is not None:
+        return local_records(settings.pdf_dir), []
+    malformed = bad_ids(settings.ids)
+    failures = [
+        {"id": i, "stage": "id", "reason": "not an arXiv id (new style 2309.13541 or 2309.13541v2, old cs/0112017)"}
+        for i in malformed
+    ]
+    for failure in failures:
+        log.error("%s: %s", failure["id"], failure["reason"])
+    ids = [i for i in settings.ids if i not in malformed]
+    if settings.ids and not ids:
+        return {}, failures
+    categories = [] if settings.ids else settings.categories
+    page_size = len(ids) if ids else settings.per_category  # ask for no more than is used
+    client = make_arxiv_client(settings.api_url, settings.api_delay, page_size)
+    records, search_failures = search_arxiv(client, categories, settings.per_category, ids, settings.api_url)
+    missing = [i for i in ids if versionless_id(i)[0] not in records]
+    if missing and not search_failures:
         log.warning("not found on arXiv, skipped: %s", ", ".join(missing))
-    return records
+        failures += [{"id": i, "stage": "id", "reason": "arXiv has no paper with this id"} for i in missing]
+    return records, failures + search_failures
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    setup_logging(args.verbose)
-    if args.workers < 1 or args.per_category < 1 or args.max_pages < 1:
+def check_settings(settings: Settings, parser) -> None:
+    if settings.workers < 1 or settings.per_category < 1 or settings.max_pages < 1:
         parser.error("--workers, --per-category and --max-pages must be at least 1")
-    bad = [] if (args.ids or args.pdf_dir) else unknown_categories(args.categories)
+    if settings.pdf_dir is not None and not settings.pdf_dir.is_dir():
+        parser.error(f"--pdf-dir {settings.pdf_dir}: no such folder; pass a folder that holds .pdf files")
+    if settings.out.is_dir():
+        parser.error(f"--out {settings.out} is a folder; pass a file name such as {settings.out / 'papers.json'}")
+    bad = [] if (settings.ids or settings.pdf_dir) else unknown_categories(settings.categories)
     if bad:
         by_lower = {c.lower(): c for c in ARXIV_CATEGORIES}
         hints = {c: [by_lower[m] for m in difflib.get_close_matches(c.lower(), by_lower, n=1)] for c in bad}
@@ -701,41 +1003,70 @@ def main(argv: list[str] | None = None) -> int:
             + ", ".join(f"{c}" + (f" (did you mean {h[0]}?)" if h else "") for c, h in hints.items())
             + "; see https://arxiv.org/category_taxonomy"
         )
-    log.info("settings: %s", {k: str(v) for k, v in vars(args).items()})
+
+
+def shown_settings(settings: Settings) -> dict:
+    """What this run really uses: arXiv settings only when it talks to arXiv."""
+    arxiv_only = {"categories", "per_category", "ids", "api_url", "api_delay", "download_timeout", "max_pdf_mb"}
+    skip = arxiv_only if settings.pdf_dir else {"pdf_dir"}
+    return {k: str(v) for k, v in vars(settings).items() if k not in skip}
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt  # SIGTERM ends the run as Ctrl-C does: finished papers are saved
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    settings = settings_from(Settings, parser.parse_args(argv))
+    setup_logging(settings.verbose)
+    check_settings(settings, parser)
+    signal.signal(signal.SIGTERM, _interrupt)
+    log.info("settings (%s): %s", "local PDFs" if settings.pdf_dir else "arXiv", shown_settings(settings))
     started = time.monotonic()
+    store = Store(settings.out)
     try:
-        done, failures = load_previous(args.out)
+        imported = import_legacy(settings.out, store)
+        if imported:
+            log.info("kept %d papers of %s in %s/", imported, settings.out, store.dir)
+        stored, _ = store.load()
+        records, early_failures = collect_records(settings)
     except InputError as e:
         die(str(e))
-    records = collect_records(args, parser)
-    todo = [r for r in records.values() if r["id"] not in done]
+    todo = [r for r in records.values() if not is_current(stored.get(r["id"]), local_pdf(r, settings), settings)]
     skipped = len(records) - len(todo)
     if skipped:
-        log.info("skipping %d papers already in %s", skipped, args.out)
-
-    def save():
-        write_json(args.out, {"papers": list(done.values()), "failures": list(failures.values())})
-
+        log.info("skipping %d papers already in %s, unchanged", skipped, settings.out)
+    failures: dict[str, dict] = {}
+    new: list[dict] = []
     try:
-        ready = download_all(todo, args.papers_dir, failures)
-        save()
-        extract_all(ready, args, done, failures, save)
+        ready = fetch_all(todo, settings, store, failures)
+        new = extract_all(ready, settings, store, failures)
     except KeyboardInterrupt:
-        save()
-        die(f"interrupted: {len(done):,} papers are saved in {args.out}; rerun the same command to resume")
-    save()
-
-    new = [done[r["id"]] for r in ready if r["id"] in done]
-    failed = sum(1 for r in todo if r["id"] in failures)
+        papers, _ = write_papers_json(settings.out, store, early_failures)
+        die(f"interrupted: {papers:,} papers are saved in {settings.out}; rerun the same command to resume")
+    write_papers_json(settings.out, store, early_failures)
+    failed = len(failures) + len(early_failures)
     print(
         f"done: {len(new):,} ok, {failed:,} failed, {skipped:,} skipped | "
         f"{sum(p['pages'] for p in new):,} pages, {sum(len(p['sections']) for p in new):,} sections, "
-        f"{sum(len(p['images']) for p in new):,} images in {time.monotonic() - started:,.1f} s -> {args.out}"
+        f"{sum(len(p['images']) for p in new):,} images in {time.monotonic() - started:,.1f} s -> {settings.out}"
     )
-    for failure in failures.values():
-        if failure["id"] in records:
-            log.warning("failed %s (%s): %s", failure["id"], failure["stage"], failure["reason"])
+    for failure in [*failures.values(), *early_failures]:
+        log.warning("failed %s (%s): %s", failure["id"], failure["stage"], failure["reason"])
+    if not new and not skipped:
+        first = next(iter([*early_failures, *failures.values()]), None)
+        if first is None:
+            die("no papers found: check the categories, ids or --pdf-dir")
+        die(f"nothing succeeded: {failed:,} failed; first {first['id']} ({first['stage']}): {first['reason']}")
     return 0
+
+
+def local_pdf(record: dict, settings: Settings) -> Path | None:
+    """Where a record's PDF is (or will be) on disk, for the fingerprint check."""
+    if record["pdf_path"]:
+        return Path(record["pdf_path"])
+    return settings.papers_dir / f"{safe_filename(record['id'])}.pdf"
 
 
 if __name__ == "__main__":

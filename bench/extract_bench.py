@@ -16,6 +16,7 @@ Prints a markdown table for BENCHMARKS.md on stdout.
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -105,6 +106,8 @@ def main(argv=None) -> int:
             for name, cmd in commands.items():
                 for old in Path(tmp).glob("w*/papers.json"):
                     old.unlink()  # each round extracts from scratch, never resumes
+                for store in Path(tmp).glob("w*/papers.records"):
+                    shutil.rmtree(store)
                 seconds, peak = run_measured(cmd)
                 times.setdefault(name, []).append(seconds)
                 peaks.setdefault(name, []).append(peak)

@@ -2,6 +2,7 @@
 (see https://info.arxiv.org/help/api/user-manual.html), with paging, sorting and fault injection."""
 
 import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,6 +20,8 @@ class FakePaper:
     content_type: str = "application/pdf"
     version: int = 1
     authors: list[str] = field(default_factory=lambda: ["Ada Lovelace", "Alan Turing"])
+    stall_s: float = 0.0  # the PDF server accepts the connection, then says nothing for this long
+    trickle_s: float = 0.0  # the PDF server sends its body one byte every trickle_s seconds
 
 
 def _entry(paper: FakePaper, base: str) -> str:
@@ -63,6 +66,9 @@ class FakeArxiv:
     def __init__(self, papers: list[FakePaper]):
         self.papers = papers
         self.api_faults: list[int] = []
+        self.failing_categories: set[str] = set()  # these category queries answer 503, every time
+        self.html_feed = False  # the API answers 200 with an HTML page (a proxy, a captive portal)
+        self.page_sizes: list[int] = []  # max_results of every API query
         self.requests = Counter()  # "api" and "pdf:<id>" -> count
         self.user_agents: set[str] = set()
         fake = self
@@ -76,17 +82,40 @@ class FakeArxiv:
                 url = urlparse(self.path)
                 if url.path == "/api/query":
                     fake.requests["api"] += 1
+                    params = parse_qs(url.query)
+                    fake.page_sizes.append(int(params.get("max_results", ["10"])[0]))
                     if fake.api_faults:
                         return self._send(fake.api_faults.pop(0), b"<html>busy</html>", "text/html")
-                    return self._send(200, fake.query(parse_qs(url.query)).encode(), "application/atom+xml")
+                    if params.get("search_query", [""])[0].removeprefix("cat:") in fake.failing_categories:
+                        return self._send(503, b"<html>busy</html>", "text/html")
+                    if fake.html_feed:
+                        return self._send(200, b"<html><body>Sign in to continue</body></html>", "text/html")
+                    return self._send(200, fake.query(params).encode(), "application/atom+xml")
                 if url.path.startswith("/pdf/"):
                     versioned = url.path.removeprefix("/pdf/")
                     paper = next((p for p in fake.papers if f"{p.id}v{p.version}" == versioned), None)
                     fake.requests[f"pdf:{versioned}"] += 1
                     if paper is None:
                         return self._send(404, b"not found", "text/plain")
+                    if paper.stall_s:
+                        time.sleep(paper.stall_s)
+                    if paper.trickle_s:
+                        return self._trickle(paper)
                     return self._send(200, paper.pdf, paper.content_type)
                 self._send(404, b"not found", "text/plain")
+
+            def _trickle(self, paper):
+                self.send_response(200)
+                self.send_header("Content-Type", paper.content_type)
+                self.send_header("Content-Length", str(len(paper.pdf)))
+                self.end_headers()
+                try:
+                    for byte in paper.pdf:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        time.sleep(paper.trickle_s)
+                except OSError:  # the client gave up, as it should
+                    pass
 
             def _send(self, status, body, content_type):
                 self.send_response(status)
@@ -96,6 +125,7 @@ class FakeArxiv:
                 self.wfile.write(body)
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True  # a stalled or trickling answer must not hold up shutdown
         self.base = f"http://127.0.0.1:{self.server.server_port}"
         self.api_url = f"{self.base}/api/query"
 

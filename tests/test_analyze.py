@@ -95,7 +95,7 @@ def test_each_persona_sees_exactly_its_training_prompt(smoke_run, tmp_path):
         (["--paper", "2401.00000", "--adapters", "nowhere"], "no trained adapter in nowhere/eli5/: train it"),
         (["--paper", "2401.00000", "--model", "mlx-community/Llama-3.2-3B-Instruct-4bit"], "was trained on"),
         (["--paper", "9999.99999"], "paper '9999.99999' is not in"),
-        (["--id", "9999.99999"], "paperExtractor.py could not get the paper: arXiv found none of the ids 9999.99999"),
+        (["--id", "9999.99999"], "paperExtractor.py could not get the paper: arXiv has no paper with this id"),
     ],
 )
 def test_clear_errors(smoke_run, extra, message):

@@ -1,7 +1,10 @@
 import json
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -179,15 +182,20 @@ def test_rerun_after_interruption_neither_downloads_nor_extracts_finished_papers
 # ----------------------------------------------------------------------------- local PDFs and user errors
 
 
-def run_pdf_dir(tmp_path, pdfs: dict[str, bytes], *extra) -> dict:
-    """Run step 1 on a folder of the given PDFs with one worker; return papers.json."""
+def run_pdf_dir(tmp_path, pdfs: dict[str, bytes], *extra, code: int = 0) -> dict:
+    """Run step 1 on a folder of the given PDFs (names may hold subfolders) with one worker; return papers.json.
+    code 1 expects the run to fail as a whole: nothing succeeded."""
     pdf_dir = tmp_path / "in"
-    pdf_dir.mkdir()
     for name, data in pdfs.items():
+        (pdf_dir / name).parent.mkdir(parents=True, exist_ok=True)
         (pdf_dir / name).write_bytes(data)
     out = tmp_path / "p.json"
     args = ["--pdf-dir", str(pdf_dir), "--out", str(out), "--papers-dir", str(tmp_path / "papers"), "--workers", "1"]
-    assert paperExtractor.main([*args, *extra]) == 0
+    if code == 0:
+        assert paperExtractor.main([*args, *extra]) == 0
+    else:
+        with pytest.raises(SystemExit, match="nothing succeeded"):
+            paperExtractor.main([*args, *extra])
     return json.loads(out.read_text())
 
 
@@ -200,7 +208,7 @@ def test_pdf_dir_takes_title_from_the_pdf_and_records_an_encrypted_one(tmp_path,
 
 
 def test_a_pdf_over_the_time_cap_is_a_failure_not_a_hang(tmp_path):
-    failure = run_pdf_dir(tmp_path, {"slow.pdf": make_paper_pdf("Slow")}, "--timeout", "0.01")["failures"][0]
+    failure = run_pdf_dir(tmp_path, {"slow.pdf": make_paper_pdf("Slow")}, "--timeout", "0.01", code=1)["failures"][0]
     assert failure["stage"] == "extract" and "timed out after 0.01 s" in failure["reason"]
 
 
@@ -225,7 +233,7 @@ def free_port() -> int:
         (
             ["--ids", "2401.00001", "--api-delay", "0", "--api-url", f"http://127.0.0.1:{free_port()}/api/query"],
             1,
-            "cannot query the arXiv API",
+            "search:ids (search): cannot reach the arXiv API at http://127.0.0.1:",
         ),
     ],
 )
@@ -234,7 +242,11 @@ def test_user_errors_give_a_message_and_no_traceback(tmp_path, args, code, messa
     assert result.returncode == code
     assert message in result.stderr
     assert "Traceback" not in result.stderr
-    assert not (tmp_path / "papers.json").exists()
+    if code == 2:  # a usage mistake stops before anything is written
+        assert not (tmp_path / "papers.json").exists()
+    else:  # a run that failed says so in papers.json too, with no paper in it
+        data = json.loads((tmp_path / "papers.json").read_text())
+        assert data["papers"] == [] and len(data["failures"]) == 1
 
 
 def test_ids_fetch_those_papers_and_unknown_ids_are_named(tmp_path, caplog):
@@ -252,7 +264,7 @@ def test_ids_fetch_those_papers_and_unknown_ids_are_named(tmp_path, caplog):
             "1",
         ]
         assert paperExtractor.main(["--ids", "cs/0112017", "9999.99999", *base]) == 0
-        with pytest.raises(SystemExit, match="arXiv found none of the ids 9999.99999"):
+        with pytest.raises(SystemExit, match="9999.99999 \\(id\\): arXiv has no paper with this id"):
             paperExtractor.main(["--ids", "9999.99999", *base])
     data = json.loads((tmp_path / "p.json").read_text())
     assert [p["id"] for p in data["papers"]] == ["cs/0112017"]
@@ -378,3 +390,214 @@ def test_coverage_counts_section_text_against_the_body_before_references():
     sections = split_sections(BOLD_HEADINGS)
     # The body holds the title line, 3 bodies and the acknowledgment line; the sections hold the 3 bodies.
     assert 0.8 < section_coverage(BOLD_HEADINGS, sections) < 1.0
+
+
+# ----------------------------------------------------------------------------- issue 11: faults and scale
+
+
+def pdf_dir_args(tmp_path, *extra):
+    return [
+        "--pdf-dir",
+        str(tmp_path / "in"),
+        "--out",
+        str(tmp_path / "p.json"),
+        "--papers-dir",
+        str(tmp_path / "papers"),
+        "--workers",
+        "1",
+        *extra,
+    ]
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_an_interrupt_stops_in_seconds_keeps_finished_papers_and_the_rerun_extracts_only_the_rest(tmp_path, sig):
+    for i in range(11):
+        (tmp_path / "in").mkdir(exist_ok=True)
+        (tmp_path / "in" / f"paper{i:02d}.pdf").write_bytes(make_paper_pdf(f"Paper {i}", f"Topic {i}"))
+    cmd = [sys.executable, str(ROOT / "paperExtractor.py"), *pdf_dir_args(tmp_path)[:-1], "2"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    store = tmp_path / "p.records"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and len(list(store.glob("*.json")) if store.exists() else []) < 1:
+        time.sleep(0.05)
+    proc.send_signal(sig)
+    interrupted = time.monotonic()
+    _, stderr = proc.communicate(timeout=60)
+    seconds = time.monotonic() - interrupted
+    assert proc.returncode == 1 and "interrupted:" in stderr and "rerun the same command" in stderr
+    assert "Traceback" not in stderr
+    assert seconds < 10  # queued papers are cancelled and the workers ended, not drained
+    leftover = subprocess.run(["pgrep", "-f", str(tmp_path / "in")], capture_output=True, text=True)
+    assert leftover.stdout == ""  # no orphan worker keeps extracting
+    saved = {p["id"] for p in json.loads((tmp_path / "p.json").read_text())["papers"]}
+    assert 1 <= len(saved) < 11
+    rerun = run_cli(*pdf_dir_args(tmp_path), cwd=tmp_path)
+    assert rerun.returncode == 0
+    assert f"done: {11 - len(saved)} ok, 0 failed, {len(saved)} skipped" in rerun.stdout  # nothing extracted twice
+
+
+def test_local_names_that_collide_get_distinct_stable_ids_and_subfolders_and_upper_case_count(tmp_path, caplog):
+    pdfs = {
+        "a b.pdf": make_paper_pdf("Space"),
+        "a?b.pdf": make_paper_pdf("Question"),
+        "a_b.pdf": make_paper_pdf("Underscore"),
+        "两篇论文.pdf": make_paper_pdf("Chinese One"),
+        "两篇.pdf": make_paper_pdf("Chinese Two"),
+        "LOUD.PDF": make_paper_pdf("Loud"),
+        "sub/inner.pdf": make_paper_pdf("Inner"),
+    }
+    first = run_pdf_dir(tmp_path, pdfs)
+    ids = {p["title"]: p["id"] for p in first["papers"]}
+    assert len(ids) == 7 and len(set(ids.values())) == 7  # nothing lost, nothing merged
+    assert ids["Loud"] == "LOUD" and ids["Inner"] == "sub_inner" and ids["Chinese Two"] == "两篇"
+    assert all(i.startswith("a_b-") for t, i in ids.items() if t in ("Space", "Question", "Underscore"))
+    assert "its name is taken by another PDF" in caplog.text
+    again = paperExtractor.local_records(tmp_path / "in")
+    assert set(again) == set(ids.values())  # the same ids on every run
+
+
+def test_a_changed_pdf_or_option_is_extracted_again_and_force_extracts_everything(tmp_path, capsys):
+    run_pdf_dir(tmp_path, {"one.pdf": make_paper_pdf("One"), "two.pdf": make_paper_pdf("Two")})
+    capsys.readouterr()
+    (tmp_path / "in" / "two.pdf").write_bytes(make_paper_pdf("Two, revised", "Revisions"))
+    assert paperExtractor.main(pdf_dir_args(tmp_path)) == 0
+    assert "done: 1 ok, 0 failed, 1 skipped" in capsys.readouterr().out
+    titles = {p["id"]: p["title"] for p in json.loads((tmp_path / "p.json").read_text())["papers"]}
+    assert titles == {"one": "One", "two": "Two, revised"}
+    assert paperExtractor.main(pdf_dir_args(tmp_path, "--keep-appendix")) == 0
+    assert "done: 2 ok, 0 failed, 0 skipped" in capsys.readouterr().out
+    assert paperExtractor.main(pdf_dir_args(tmp_path, "--keep-appendix")) == 0
+    assert "done: 0 ok, 0 failed, 2 skipped" in capsys.readouterr().out
+    assert paperExtractor.main(pdf_dir_args(tmp_path, "--keep-appendix", "--force")) == 0
+    assert "done: 2 ok, 0 failed, 0 skipped" in capsys.readouterr().out
+
+
+def test_broken_local_files_are_recorded_failures_with_their_reason(tmp_path):
+    good = make_paper_pdf("Good")
+    data = run_pdf_dir(
+        tmp_path,
+        {
+            "good.pdf": good,
+            "half.pdf": good[: len(good) // 2],  # cut in half: no end marker
+            "patched.pdf": good[: len(good) // 2] + b"\n%%EOF\n",  # cut, with an end marker: mupdf must repair it
+            "login.pdf": b"<html><body>Please log in</body></html>",
+        },
+    )
+    reasons = {f["id"]: f["reason"] for f in data["failures"]}
+    assert [p["id"] for p in data["papers"]] == ["good"]
+    assert reasons["half"].startswith("truncated PDF") and reasons["login"].startswith("not a PDF")
+    assert reasons["patched"].startswith("damaged PDF: mupdf had to repair it")
+
+
+@pytest.mark.parametrize(
+    "paper_kwargs, extra, reason",
+    [
+        ({"stall_s": 30}, ["--download-timeout", "2"], "download timed out after 2 s"),  # says nothing at all
+        ({"trickle_s": 0.4}, ["--download-timeout", "2"], "download timed out after 2 s"),  # a byte now and then
+        ({}, ["--max-pdf-mb", "0.001"], "larger than --max-pdf-mb"),
+    ],
+)
+def test_a_download_that_is_slow_silent_or_too_large_fails_in_bounded_time(tmp_path, paper_kwargs, extra, reason):
+    papers = [
+        FakePaper("2401.00001", "Fine", ["cs.LG"], "2024-01-03T00:00:00Z", make_paper_pdf("Fine")),
+        FakePaper("2401.00002", "Bad", ["cs.LG"], "2024-01-02T00:00:00Z", make_paper_pdf("Bad"), **paper_kwargs),
+    ]
+    with FakeArxiv(papers) as server:
+        started = time.monotonic()
+        result = run_cli(
+            "--ids", "2401.00001", "2401.00002", "--api-url", server.api_url, "--api-delay", "0",
+            "--out", str(tmp_path / "p.json"), "--papers-dir", str(tmp_path / "papers"), "--workers", "1", *extra,
+            cwd=tmp_path,
+        )  # fmt: skip
+        seconds = time.monotonic() - started
+    data = json.loads((tmp_path / "p.json").read_text())
+    failures = {f["id"]: f for f in data["failures"]}
+    if "max-pdf-mb" in extra[0]:  # both PDFs are over the 1 kB cap: nothing succeeded, so the run fails
+        assert result.returncode == 1 and reason in failures["2401.00001"]["reason"]
+        return
+    assert result.returncode == 0, result.stderr
+    assert [p["id"] for p in data["papers"]] == ["2401.00001"]
+    assert failures["2401.00002"]["stage"] == "download" and reason in failures["2401.00002"]["reason"]
+    assert seconds < 30  # 2 s for the download, plus start-up and extracting the good paper
+    assert not (tmp_path / "papers" / "2401.00002.pdf").exists()  # no partial file left behind
+
+
+def test_malformed_ids_are_named_and_the_valid_ones_still_proceed(tmp_path):
+    with FakeArxiv(fake_papers()) as server:
+        result = run_cli(
+            "--ids", "nonsense", "../x", "2401.00001", "--api-url", server.api_url, "--api-delay", "0",
+            "--out", str(tmp_path / "p.json"), "--papers-dir", str(tmp_path / "papers"), "--workers", "1",
+            cwd=tmp_path,
+        )  # fmt: skip
+        asked = list(server.page_sizes)
+    assert result.returncode == 0 and "nonsense: not an arXiv id" in result.stderr
+    data = json.loads((tmp_path / "p.json").read_text())
+    assert [p["id"] for p in data["papers"]] == ["2401.00001"]
+    assert {f["id"] for f in data["failures"]} == {"nonsense", "../x"}
+    assert asked == [1]  # one query, for the one valid id, asking for one result
+
+
+def test_a_failing_category_is_recorded_and_the_others_are_kept(tmp_path, capsys):
+    with FakeArxiv(fake_papers()) as server:
+        server.failing_categories = {"cs.AI"}
+        data, _ = run_step1(tmp_path, server, capsys)
+        asked = set(server.page_sizes)
+    failures = {f["id"]: f["reason"] for f in data["failures"]}
+    assert failures["search:cs.AI"] == "the arXiv API answered HTTP 503 after retries"
+    assert {"2401.00001", "2401.00002"} <= {p["id"] for p in data["papers"]}  # cs.LG's papers are kept
+    assert asked == {5}  # --per-category 5: no query asks for 100 results to use 5
+
+
+def test_an_unreadable_api_answer_is_called_that(tmp_path):
+    with FakeArxiv(fake_papers()) as server:
+        server.html_feed = True
+        result = run_cli(
+            "--ids", "2401.00001", "--api-url", server.api_url, "--api-delay", "0", "--out", str(tmp_path / "p.json"),
+            cwd=tmp_path,
+        )  # fmt: skip
+    assert result.returncode == 1 and "answered text/html, not an Atom feed" in result.stderr
+
+
+def test_a_page_cap_is_logged_and_recorded(tmp_path, caplog):
+    data = run_pdf_dir(tmp_path, {"one.pdf": make_paper_pdf("One")}, "--max-pages", "1")
+    paper = data["papers"][0]
+    assert (paper["pages"], paper["pages_total"]) == (1, 2)
+    assert "one: only the first 1 of 2 pages extracted (--max-pages)" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--timeout", "0"], "argument --timeout: must be a positive number of seconds, got 0"),
+        (["--timeout", "-1"], "argument --timeout: must be a positive number of seconds, got -1"),
+        (["--download-timeout", "0"], "argument --download-timeout: must be a positive number"),
+        (["--out", "."], "--out . is a folder"),
+    ],
+)
+def test_flags_that_make_no_sense_are_usage_errors(tmp_path, args, message):
+    result = run_cli("--ids", "2401.00001", *args, cwd=tmp_path)
+    assert result.returncode == 2 and message in result.stderr
+
+
+def test_pdf_dir_mode_logs_what_it_really_does(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "one.pdf").write_bytes(make_paper_pdf("One"))
+    result = run_cli(*pdf_dir_args(tmp_path), cwd=tmp_path)
+    assert result.returncode == 0 and "settings (local PDFs)" in result.stderr
+    assert "api_url" not in result.stderr and "check:" in result.stderr and "download:" not in result.stderr
+
+
+def test_a_foreign_papers_json_names_the_record(tmp_path):
+    (tmp_path / "p.json").write_text(json.dumps({"papers": [{"id": "ok"}, {"title": "no id"}], "failures": []}))
+    (tmp_path / "in").mkdir()
+    result = run_cli(*pdf_dir_args(tmp_path), cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert 'papers[1] has no "id"' in result.stderr
+
+
+def test_papers_json_from_before_the_store_is_kept_and_not_extracted_again(tmp_path, capsys):
+    run_pdf_dir(tmp_path, {"one.pdf": make_paper_pdf("One")})
+    capsys.readouterr()
+    shutil.rmtree(tmp_path / "p.records")  # as an older version left it: papers.json only
+    assert paperExtractor.main(pdf_dir_args(tmp_path)) == 0
+    assert "done: 0 ok, 0 failed, 1 skipped" in capsys.readouterr().out

@@ -601,3 +601,9 @@ def test_papers_json_from_before_the_store_is_kept_and_not_extracted_again(tmp_p
     shutil.rmtree(tmp_path / "p.records")  # as an older version left it: papers.json only
     assert paperExtractor.main(pdf_dir_args(tmp_path)) == 0
     assert "done: 0 ok, 0 failed, 1 skipped" in capsys.readouterr().out
+
+
+def test_a_search_that_finds_nothing_exits_non_zero(tmp_path):
+    with FakeArxiv([]) as server:
+        result = run_cli("--categories", "cs.LG", "--api-url", server.api_url, "--api-delay", "0", cwd=tmp_path)
+    assert result.returncode == 1 and "no papers found" in result.stderr and "Traceback" not in result.stderr

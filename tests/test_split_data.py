@@ -1,6 +1,8 @@
+import os
 import random
 import subprocess
 import sys
+import time
 import types
 
 import pytest
@@ -214,3 +216,16 @@ def test_mlx_lm_loads_and_tokenizes_the_split_folder(tmp_path):
     tokens, offset = train.process(train[0])
     assert len(train) + len(valid) == 16
     assert 0 < offset < len(tokens)  # mask_prompt: the loss starts at the answer
+
+
+def test_a_newer_file_for_another_token_budget_is_warned_about(tmp_path, monkeypatch, caplog):
+    """trim_jsonl.py --max-tokens 4096 after a 2048 run: split_data.py's default still reads the _2048 files,
+    and says that a newer _4096 file exists."""
+    monkeypatch.chdir(tmp_path)
+    for persona in PERSONAS:
+        rows = [chat_row(f"{persona} {p}", paper_id=f"p{p}") for p in range(10)]
+        write_rows(tmp_path / "data" / f"{persona}_2048.jsonl", rows)
+    newer = write_rows(tmp_path / "data" / "eli5_4096.jsonl", [chat_row("eli5 new", paper_id="p0")])
+    os.utime(newer, (time.time() + 60, time.time() + 60))
+    assert split_data.main([]) == 0
+    assert "data/eli5_4096.jsonl is newer than the file read: pass --max-tokens" in caplog.text

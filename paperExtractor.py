@@ -126,6 +126,18 @@ ACKNOWLEDGMENT_TITLE = re.compile(r"^acknowledge?ments?$")
 APPENDIX_TITLE = re.compile(r"^(?:appendix|appendices|supplementary|supplemental)\b")
 LETTERED_APPENDIX = re.compile(r"^a(?:\.\d+)*\.?\s+[a-z]")  # "A. Proofs", "A Proof of Lemma 2"
 CONTENTS_TITLE = re.compile(r"^(?:table of )?contents$")
+CAPTION = re.compile(r"^\W{0,4}(?:figure|fig\.|table)\s*\d+\s*[.:]", re.IGNORECASE)
+# Venue footers, preprint notes and permission blocks: page furniture a paper prints once, so the repeat test
+# below misses them. Only short lines: a paragraph that mentions "proceedings" stays.
+FOOTER = re.compile(
+    r"Proceedings of the .*\b(?:19|20)\d\d\b|\bpages \d+\s*[–-]\s*\d+\b|^\W*Preprint\.|Under review|Copyright\b|©|"
+    r"Permission to make digital|^\W*ACM Reference Format|^\W*CCS CONCEPTS|^\W*KEYWORDS\b",
+    re.IGNORECASE,
+)
+FOOTER_MAX_CHARS = 300
+TEXT_MARKUP = re.compile(
+    r"</?(?:sup|sub|mark|span|b|i|em|strong)\b[^>]*>|\*\*|(?<![\w*])_(?=[^_\s][^_]*_(?!\w))|(?<=[^\s_])_(?![\w])"
+)
 FURNITURE_MIN_REPEATS = 3  # a short line seen on 3+ pages is a running header or footer
 FURNITURE_MAX_CHARS = 100  # running headers are a title or author list, never a paragraph
 
@@ -170,6 +182,8 @@ def heading_title(line: str) -> str | None:
         return None
     if not title or len(title) > 120 or not (title[0].isupper() or title[0].isdigit()):
         return None  # sentence fragments the layout model promoted: "and beneficial in our setting."
+    if re.fullmatch(r"[\d.\s]+", title):
+        return None  # a page number the layout model set as a heading ("# 26")
     if NOT_A_HEADING.match(title) or title.endswith(","):
         return None  # captions, theorem-like blocks, algorithm boxes
     return title
@@ -204,6 +218,8 @@ def clean_lines(markdown: str) -> list[str]:
             or TOC_LINE.match(line)
             or PAGE_NUMBER.match(line)
             or OMITTED_PICTURE.match(line)
+            or CAPTION.match(plain(line))
+            or (len(line) < FOOTER_MAX_CHARS and FOOTER.search(plain(line)))
             or (0 < len(line) < FURNITURE_MAX_CHARS and furniture_key(line) in furniture)
         )
     ]
@@ -216,16 +232,38 @@ class _Section:
     lines: list[str]
 
     def text(self) -> str:
-        return re.sub(r"\n{3,}", "\n\n", "\n".join(self.lines)).strip()
+        """The section's prose: markup tags and emphasis marks go, what they wrap stays (x<sup>2</sup> -> x2)."""
+        return TEXT_MARKUP.sub("", re.sub(r"\n{3,}", "\n\n", "\n".join(self.lines))).strip()
 
 
-def _walk_sections(lines: list[str], keep_appendix: bool) -> list[_Section]:
+def outline_heading(line: str, outline: list[str]) -> tuple[str, str] | None:
+    """(title, rest) when a paragraph opens with the next unused outline entry: a run-in heading such as
+    "2.1. High-degree centrality. In this method, ..." that layout analysis left inside the paragraph."""
+    text = plain(line)
+    for index, title in enumerate(outline[:3]):  # the next few entries, so one missed entry does not stall
+        entry = " ".join(title.split())
+        if text.lower().startswith(entry.lower()) and (len(text) == len(entry) or text[len(entry)] in " .:"):
+            del outline[: index + 1]
+            return entry, text[len(entry) :].lstrip(" .:")
+    return None
+
+
+def _walk_sections(lines: list[str], keep_appendix: bool, outline: list[str] | None = None) -> list[_Section]:
     sections: list[_Section] = [_Section("", "front", [])]
     skipping = False  # inside acknowledgments or a table of contents
     after_references = False  # past the references: only a kept appendix restarts the body
     seen_numbered = False
+    outline = list(outline or [])
     for line in lines:
         title = heading_title(line)
+        if title is not None and outline:
+            outline_heading(line, outline)  # the outline entry is used up by the heading it names
+        run_in = outline_heading(line, outline) if title is None and outline else None
+        if run_in:
+            title, rest = run_in
+            if not skipping and not after_references and heading_role(title, seen_numbered) == "section":
+                sections.append(_Section(title, "section", [rest] if rest else []))
+                continue
         inline_abstract = INLINE_ABSTRACT.match(plain(line)) if title is None else None
         if title is None and inline_abstract is None:
             if INLINE_ACKNOWLEDGMENT.match(plain(line)):
@@ -250,22 +288,33 @@ def _walk_sections(lines: list[str], keep_appendix: bool) -> list[_Section]:
     return sections
 
 
-def split_sections(markdown: str, keep_appendix: bool = False) -> list[dict]:
+def split_sections(markdown: str, keep_appendix: bool = False, outline: list[str] | None = None) -> list[dict]:
     """Split pymupdf4llm markdown into [{heading, text}] in document order.
 
-    Recognises '#' headings and bold numbered headings, keeps the abstract, drops the title block,
-    acknowledgments, the table of contents, the references and everything after them (appendices
-    too, unless keep_appendix), and strips image links, tables and running headers from the text.
+    Recognises '#' headings and bold numbered headings, and, given the PDF's outline (its bookmarks), run-in
+    headings that open a paragraph. Keeps the abstract; drops the title block, acknowledgments, the table of
+    contents, the references and everything after them (appendices too, unless keep_appendix); strips image
+    links, tables, captions, venue footers, running headers and inline markup from the text. A numbered heading
+    is kept though its own text is empty: a parent heading followed at once by its first subsection.
     """
-    sections = _walk_sections(clean_lines(markdown), keep_appendix)
+    sections = _walk_sections(clean_lines(markdown), keep_appendix, outline)
     roles = [s.role for s in sections]
     if "abstract" in roles:
         sections = sections[roles.index("abstract") :]  # before it: title, authors, affiliations
-    return [{"heading": s.heading, "text": s.text()} for s in sections if s.text()]
+    return [
+        {"heading": s.heading, "text": s.text()}
+        for s in sections
+        if s.text() or (s.role == "section" and NUMBERED_TITLE.match(s.heading))
+    ]
 
 
 def body_before_references(markdown: str) -> str:
-    """The paper up to its references heading, tables excluded: the denominator of section coverage."""
+    """The paper up to its references heading, tables excluded: the denominator of section coverage.
+
+    Markup that carries no prose (tags, emphasis marks, image links, picture text) is not counted, as sections
+    do not carry it either. Captions, footers and running headers are counted: dropping them is a judgement
+    that could be wrong, so coverage charges for it."""
+    markdown = TEXT_MARKUP.sub("", IMAGE_LINK.sub("", HTML_COMMENT.sub("", PICTURE_TEXT.sub("", markdown))))
     kept = []
     for line in markdown.splitlines():
         title = heading_title(line.rstrip())
@@ -584,7 +633,8 @@ def extract_paper(pdf_path: str, image_dir: str, max_pages: int, keep_appendix: 
         )
         metadata = doc.metadata or {}
         first_line = next((line.strip() for line in texts[0].splitlines() if line.strip()), "")
-    sections = split_sections(markdown, keep_appendix=keep_appendix)
+        outline = [title for _, title, *_ in doc.get_toc()]  # the authors' own bookmarks, when LaTeX wrote them
+    sections = split_sections(markdown, keep_appendix=keep_appendix, outline=outline)
     return {
         "markdown": markdown,
         "sections": sections,

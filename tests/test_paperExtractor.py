@@ -351,7 +351,8 @@ BOLD_HEADINGS = f"""**A Title**
     [
         (
             HASH_HEADINGS,
-            ["Abstract", "1 Introduction", "1.1 Linking bibliographies to papers", "ACM Reference Format", "2 Method"],
+            # "ACM Reference Format" is page furniture, not a section, and it does not end the body either
+            ["Abstract", "1 Introduction", "1.1 Linking bibliographies to papers", "2 Method"],
         ),
         (BOLD_HEADINGS, ["Abstract", "1 Introduction", "2 Method"]),
     ],
@@ -362,8 +363,8 @@ def test_split_sections_on_both_heading_styles(markdown, headings):
     text = "\n".join(s["text"] for s in sections)
     for dropped in ["A. Author", "We thank", "The appendix", "........", "fig1.png", "| 1 | 2 |", "Jane Doe"]:
         assert dropped not in text
-    if "Figure 1:" in markdown:  # only the '#' sample has a caption; it must stay text, not become a heading
-        assert "Figure 1: A caption that is not a heading." in text
+    if "Figure 1:" in markdown:  # only the '#' sample has a caption: neither a heading nor section text
+        assert "Figure 1" not in text and not any("Figure" in s["heading"] for s in sections)
 
 
 def test_keep_appendix_keeps_sections_after_the_references():
@@ -607,3 +608,35 @@ def test_a_search_that_finds_nothing_exits_non_zero(tmp_path):
     with FakeArxiv([]) as server:
         result = run_cli("--categories", "cs.LG", "--api-url", server.api_url, "--api-delay", "0", cwd=tmp_path)
     assert result.returncode == 1 and "no papers found" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_parent_heading_followed_by_its_subsection_is_kept_and_a_page_number_is_no_heading():
+    markdown = f"# Abstract\n{BODY}\n## 4 MinMax objective\n### 4.1 Off-line algorithm\n{BODY}\n# 26\n{BODY}"
+    sections = split_sections(markdown)
+    assert [s["heading"] for s in sections] == ["Abstract", "4 MinMax objective", "4.1 Off-line algorithm"]
+    assert sections[1]["text"] == "" and sections[2]["text"].count("This paragraph") == 4  # "# 26" stayed text
+
+
+def test_run_in_headings_come_from_the_pdf_outline():
+    markdown = (
+        f"# Abstract\n{BODY}\n## 2. Structural measures\n{BODY}\n"
+        f"2.1. High-degree centrality. {BODY}\n\n2.2. Closeness centrality. {BODY}\n"
+    )
+    outline = ["2. Structural measures", "2.1. High-degree centrality", "2.2. Closeness centrality"]
+    sections = split_sections(markdown, outline=outline)
+    assert [s["heading"] for s in sections] == ["Abstract", *outline]
+    assert sections[2]["text"].startswith("This paragraph explains")
+    assert [s["heading"] for s in split_sections(markdown)] == ["Abstract", "2. Structural measures"]  # no outline
+
+
+def test_captions_footers_and_markup_leave_the_section_text():
+    markdown = (
+        f"# Abstract\n{BODY}\n## 1 Introduction\nThe loss x<sup>2</sup> is **small** and _fast_.\n"
+        "Figure 3: The table layout used by the method.\n"
+        "Proceedings of the 58th Annual Meeting of the ACL, pages 4969–4983, July 5-10, 2020.\n"
+        "Preprint. Under review.\n"
+        f"{BODY}"
+    )
+    text = split_sections(markdown)[1]["text"]
+    assert text.startswith("The loss x2 is small and fast.")
+    assert "Figure 3" not in text and "Proceedings" not in text and "Preprint" not in text

@@ -131,9 +131,11 @@ CAPTION = re.compile(r"^\W{0,4}(?:figure|fig\.|table)\s*\d+\s*[.:]", re.IGNORECA
 # below misses them. Only short lines: a paragraph that mentions "proceedings" stays.
 FOOTER = re.compile(
     r"Proceedings of the .*\b(?:19|20)\d\d\b|\bpages \d+\s*[–-]\s*\d+\b|^\W*Preprint\.|Under review|Copyright\b|©|"
-    r"Permission to make digital|^\W*ACM Reference Format|^\W*CCS CONCEPTS|^\W*KEYWORDS\b",
+    r"Permission to make digital|^\W*ACM Reference Format|^\W*CCS CONCEPTS|^\W*KEYWORDS\b|"
+    r"^\W*Categories and Subject Descriptors|^\W*General Terms\b|^\W*Additional Key Words",
     re.IGNORECASE,
 )
+CONTACT = re.compile(r"@|e-?mail|\bdepartment of\b|\buniversity\b|\binstitute\b|\bcontact\b", re.IGNORECASE)
 FOOTER_MAX_CHARS = 300
 TEXT_MARKUP = re.compile(
     r"</?(?:sup|sub|mark|span|b|i|em|strong)\b[^>]*>|\*\*|(?<![\w*])_(?=[^_\s][^_]*_(?!\w))|(?<=[^\s_])_(?![\w])"
@@ -288,6 +290,54 @@ def _walk_sections(lines: list[str], keep_appendix: bool, outline: list[str] | N
     return sections
 
 
+def section_number(heading: str) -> tuple[int, ...] | None:
+    match = re.match(r"^\s*(\d{1,2}(?:\.\d{1,2})*)\.?\s", heading)
+    return tuple(int(n) for n in match[1].split(".")) if match else None
+
+
+def restore_numbered_order(sections: list[_Section]) -> list[_Section]:
+    """Put numbered sections back in their numbers' order within each top-level section, when layout analysis
+    read a two-column page out of order ("4.2" before "4.1"). A numbered section carries along the unnumbered
+    sections that follow it (its run-in subheadings); sections before the first number stay where they are."""
+    blocks: list[list[_Section]] = []
+    for section in sections:
+        if section_number(section.heading) or not blocks:
+            blocks.append([section])
+        else:
+            blocks[-1].append(section)
+    ordered: list[list[_Section]] = []
+    for block in blocks:
+        number = section_number(block[0].heading)
+        # move the block back past earlier siblings (same top-level number) whose numbers are larger
+        index = len(ordered)
+        while index > 0 and number:
+            previous = section_number(ordered[index - 1][0].heading)
+            if not previous or previous[0] != number[0] or previous <= number:
+                break
+            index -= 1
+        ordered.insert(index, block)
+    return [section for block in ordered for section in block]
+
+
+def is_prose(paragraph: str, min_chars: int = 300) -> bool:
+    """A paragraph of running text: long, several sentences, mostly lower-case words, no contact details."""
+    words = paragraph.split()
+    capitalised = sum(w[:1].isupper() for w in words) / max(1, len(words))
+    sentences = len(re.findall(r"[a-z)\]][.!?](?:\s|$)", paragraph))
+    return len(paragraph) >= min_chars and sentences >= 3 and capitalised < 0.3 and not CONTACT.search(paragraph)
+
+
+def unlabelled_abstract(front: list[_Section]) -> list[str]:
+    """The abstract of a paper that does not label it: the first prose paragraph of the front matter (after the
+    title, authors and affiliations) and the prose paragraphs that follow it, up to the first one that is not."""
+    paragraphs = [p.strip() for s in front for p in re.split(r"\n\s*\n", s.text()) if p.strip()]
+    start = next((i for i, p in enumerate(paragraphs) if is_prose(p)), None)
+    if start is None:
+        return []
+    end = next((i for i in range(start + 1, len(paragraphs)) if not is_prose(paragraphs[i], 100)), len(paragraphs))
+    return paragraphs[start:end]
+
+
 def split_sections(markdown: str, keep_appendix: bool = False, outline: list[str] | None = None) -> list[dict]:
     """Split pymupdf4llm markdown into [{heading, text}] in document order.
 
@@ -297,10 +347,15 @@ def split_sections(markdown: str, keep_appendix: bool = False, outline: list[str
     links, tables, captions, venue footers, running headers and inline markup from the text. A numbered heading
     is kept though its own text is empty: a parent heading followed at once by its first subsection.
     """
-    sections = _walk_sections(clean_lines(markdown), keep_appendix, outline)
+    sections = restore_numbered_order(_walk_sections(clean_lines(markdown), keep_appendix, outline))
     roles = [s.role for s in sections]
     if "abstract" in roles:
         sections = sections[roles.index("abstract") :]  # before it: title, authors, affiliations
+    else:  # no label: the abstract is the first prose of the front matter, before the first numbered section
+        first = next((i for i, s in enumerate(sections) if section_number(s.heading)), None)
+        abstract = unlabelled_abstract(sections[:first]) if first else []
+        if abstract:
+            sections = [_Section("Abstract", "abstract", ["\n\n".join(abstract)]), *sections[first:]]
     return [
         {"heading": s.heading, "text": s.text()}
         for s in sections

@@ -6,7 +6,8 @@ Run simply as:
     $ python bench/sections_bench.py --papers .bench/papers.json          # gold: bench/sections_gold.json
 
   recall       gold headings (levels 1 and 2) found among the extracted section headings
-  precision    extracted headings (the "Abstract" section aside) that are gold headings
+  precision    extracted headings (the "Abstract" section aside, and numbered level-3 headings such as "6.4.1 ...",
+               which the gold, levels 1 and 2, does not list) that are gold headings
   order        order errors: matched headings out of the gold's order (matched minus the longest run in order)
   abstract     the paper has an abstract that opens with the gold's first words (the field or the section)
   junk         characters of section text matched by patterns for captions, footnote marks, page furniture
@@ -71,13 +72,35 @@ def longest_increasing(values: list[int]) -> int:
     return len(tails)
 
 
+LEVEL3 = re.compile(r"^\s*\d{1,2}\.\d{1,2}\.\d{1,2}")
+
+
+def align(headings: list[str], gold_headings: list[str]) -> list[int]:
+    """For each extracted heading in order, the gold index it matches (-1 for none). Each gold entry is used once,
+    the next one after the last match first, so two subsections with the same title are both found in order."""
+    used, last, matches = set(), -1, []
+    for heading in headings:
+        candidates = [i for i, g in enumerate(gold_headings) if i not in used and same_heading(g, heading)]
+        pick = next((i for i in candidates if i > last), candidates[0] if candidates else -1)
+        if pick >= 0:
+            used.add(pick)
+            last = pick
+        matches.append(pick)
+    return matches
+
+
 def score(paper: dict, gold: dict) -> dict:
     sections = paper["sections"]
-    headings = [s["heading"] for s in sections if norm(s["heading"]) != "abstract" and s["heading"].strip()]
+    headings = [
+        s["heading"]
+        for s in sections
+        if norm(s["heading"]) != "abstract" and s["heading"].strip() and not LEVEL3.match(s["heading"])
+    ]
     gold_headings = [h for _, h in gold["headings"]]
-    matched_gold = [i for i, g in enumerate(gold_headings) if any(same_heading(g, h) for h in headings)]
-    true_extracted = [h for h in headings if any(same_heading(g, h) for g in gold_headings)]
-    order = [next(i for i, g in enumerate(gold_headings) if same_heading(g, h)) for h in true_extracted]
+    matches = align(headings, gold_headings)
+    order = [i for i in matches if i >= 0]
+    matched_gold = sorted(set(order))
+    true_extracted = order
     text = "\n\n".join(s["text"] for s in sections)
     junk = junk_chars(text)
     abstract = paper.get("abstract") or next((s["text"] for s in sections if norm(s["heading"]) == "abstract"), "")

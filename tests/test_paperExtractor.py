@@ -640,3 +640,25 @@ def test_captions_footers_and_markup_leave_the_section_text():
     text = split_sections(markdown)[1]["text"]
     assert text.startswith("The loss x2 is small and fast.")
     assert "Figure 3" not in text and "Proceedings" not in text and "Preprint" not in text
+
+
+def test_numbered_sections_read_out_of_order_are_put_back_in_order():
+    markdown = (
+        f"# Abstract\n{BODY}\n## 4 Refinements\n{BODY}\n## 4.2 Ordering\nOrdering text.\n"
+        f"**Run-in** under 4.2.\n## 4.1 Partitioning\nPartitioning text.\n## 5 Performance\n{BODY}"
+    )
+    headings = [s["heading"] for s in split_sections(markdown)]
+    assert headings == ["Abstract", "4 Refinements", "4.1 Partitioning", "4.2 Ordering", "5 Performance"]
+
+
+def test_an_unlabelled_abstract_is_found_after_the_author_block_and_the_title_is_no_section():
+    abstract = "We study an optimization problem that arises in data placement. " * 6
+    markdown = (
+        "# Approximation Algorithms for Data Placement\n\nLEANA GOLUBCHIK\n\n"
+        "Department of Computer Science University of Southern California and SANJEEV KHANNA Department of "
+        "Computer Science, University of Pennsylvania. Contact: leana@cs.usc.edu. Supported by NSF. Thanks.\n\n"
+        f"{abstract}\n\nGeneral Terms: Algorithms, Theory\n\n## 1. INTRODUCTION\n{BODY}"
+    )
+    sections = split_sections(markdown)
+    assert [s["heading"] for s in sections] == ["Abstract", "1. INTRODUCTION"]
+    assert sections[0]["text"] == abstract.strip() and "General Terms" not in sections[0]["text"]

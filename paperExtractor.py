@@ -259,7 +259,7 @@ def _walk_sections(lines: list[str], keep_appendix: bool, outline: list[str] | N
     for line in lines:
         title = heading_title(line)
         if title is not None and outline:
-            outline_heading(line, outline)  # the outline entry is used up by the heading it names
+            outline_heading(title, outline)  # the outline entry is used up by the heading it names
         run_in = outline_heading(line, outline) if title is None and outline else None
         if run_in:
             title, rest = run_in
@@ -381,10 +381,11 @@ def body_before_references(markdown: str) -> str:
 
 
 def section_coverage(markdown: str, sections: list[dict]) -> float:
-    """Share of the body's characters (whitespace folded) that ended up in some section's text."""
+    """Share of the body's characters (whitespace folded) that ended up in some section, its heading or its text:
+    a heading is kept, in its own field, and a run-in heading leaves its paragraph for it."""
     body = len(" ".join(body_before_references(markdown).split()))
-    covered = sum(len(" ".join(s["text"].split())) for s in sections)
-    return covered / body if body else 0.0
+    covered = sum(len(" ".join(s["heading"].split())) + len(" ".join(s["text"].split())) for s in sections)
+    return min(1.0, covered / body) if body else 0.0
 
 
 # ----------------------------------------------------------------------------- arXiv search
@@ -649,6 +650,76 @@ def limit_worker_threads(threads: int) -> None:
     onnxruntime.SessionOptions = CappedSessionOptions
 
 
+AFFILIATION = re.compile(
+    r"@|\b(?:university|universit[äa]t|department|dept\.|institute|school|college|laborator(?:y|ies)|lab\b|inc\.|"
+    r"division|computer science|faculty|centre|center|"
+    r"corporation|research|google|microsoft|ibm|yahoo|e-?mail|http|www\.|street|road|avenue|usa|china|germany)\b",
+    re.IGNORECASE,
+)
+NAME_TOKEN = re.compile(
+    r"^(?:[A-Z][a-zA-Z'’\-]+|[A-Z]\.(?:-?[A-Z]\.)*|[A-Z][A-Z'’\-]+|van|von|de|der|da|del|di|le|la)$"
+)
+
+
+def page_lines(page) -> list[tuple[float, float, str]]:
+    """(top y, largest font size, text) of every horizontal text line of a page, top to bottom and left to right
+    (authors side by side share a row). Rotated text, such as arXiv's margin stamp, is left out."""
+    lines = []
+    for block in page.get_text("dict")["blocks"]:
+        for line in block.get("lines", []):
+            text = " ".join("".join(span["text"] for span in line["spans"]).split())
+            if text and abs(line["dir"][0] - 1) < 1e-3 and not re.match(r"^arXiv:\d", text):
+                size = max(span["size"] for span in line["spans"])
+                lines.append((round(line["bbox"][1]), line["bbox"][0], size, text))
+    return [(y, size, text) for y, _, size, text in sorted(lines)]
+
+
+def names_in(line: str) -> list[str]:
+    """The person names of an author line ("Ada Lovelace, Alan Turing and Grace Hopper"), or [] if it is not one."""
+    if AFFILIATION.search(line) or len(line) > 160:
+        return []
+    cleaned = re.sub(r"[\d*†‡§¶∗⋆]+", " ", line)  # affiliation markers
+    cleaned = re.sub(r"[´¨`˝˜ˆ˘˚¸]", "", cleaned)  # TeX's spacing accents: "Zolt´an Gy¨ongyi" -> "Zoltan Gyongyi"
+    names = []
+    for part in re.split(r",|;|\band\b|·|&", cleaned, flags=re.IGNORECASE):
+        tokens = part.split()
+        if not tokens:
+            continue
+        capitalised = all(
+            t[0].isupper() or t in ("van", "von", "de", "der", "da", "del", "di", "le", "la") for t in tokens
+        )
+        if not (2 <= len(tokens) <= 5 and capitalised and all(NAME_TOKEN.match(t) for t in tokens)):
+            return []
+        names.append(" ".join(t.title() if t.isupper() and "." not in t else t for t in tokens))
+    return names
+
+
+def first_page_title_authors(page) -> tuple[str, list[str]]:
+    """The title (the largest type in the upper half of page 1) and the author lines below it, up to the
+    abstract: what a reader takes them from, where PDF metadata often holds a file name or nothing."""
+    lines = page_lines(page)
+    upper = [line for line in lines if line[0] < page.rect.height * 0.5 and len(line[2]) >= 2]
+    if not upper:
+        return "", []
+    size = max(s for _, s, _ in upper)
+    title_lines = [i for i, (y, s, t) in enumerate(lines) if abs(s - size) < 0.5 and y < page.rect.height * 0.5]
+    title = " ".join(lines[i][2] for i in title_lines)
+    authors: list[str] = []
+    for _, _, text in lines[title_lines[-1] + 1 :]:
+        if re.match(r"^\W*(?:abstract|summary|摘要)\b", text, re.IGNORECASE) or len(text) > 160:
+            break
+        authors += [n for n in names_in(text) if n not in authors]
+    return (title if 8 <= len(title) <= 300 else ""), authors
+
+
+def metadata_title(metadata: dict) -> str:
+    """The metadata title, unless it is a file name or a tool's placeholder ("packing-journal.dvi")."""
+    title = (metadata.get("title") or "").strip()
+    if re.search(r"\.(?:dvi|tex|pdf|docx?|ps)$|^Microsoft Word|^untitled$", title, re.IGNORECASE):
+        return ""
+    return title
+
+
 def extract_paper(pdf_path: str, image_dir: str, max_pages: int, keep_appendix: bool) -> dict:
     """Markdown, sections and figures of one PDF. Raises ValueError with a reason for unusable PDFs."""
     import pymupdf
@@ -688,6 +759,7 @@ def extract_paper(pdf_path: str, image_dir: str, max_pages: int, keep_appendix: 
         )
         metadata = doc.metadata or {}
         first_line = next((line.strip() for line in texts[0].splitlines() if line.strip()), "")
+        page_title, page_authors = first_page_title_authors(doc[0])
         outline = [title for _, title, *_ in doc.get_toc()]  # the authors' own bookmarks, when LaTeX wrote them
     sections = split_sections(markdown, keep_appendix=keep_appendix, outline=outline)
     return {
@@ -697,8 +769,9 @@ def extract_paper(pdf_path: str, image_dir: str, max_pages: int, keep_appendix: 
         "pages": len(pages),
         "pages_total": pages_total,
         "page_capped": len(pages) < last + 1,  # --max-pages cut text that would have been used
-        "pdf_title": (metadata.get("title") or "").strip() or first_line,
-        "pdf_authors": [a.strip() for a in re.split(r"[;,]| and ", metadata.get("author") or "") if a.strip()],
+        "pdf_title": page_title or metadata_title(metadata) or first_line,
+        "pdf_authors": page_authors
+        or [a.strip() for a in re.split(r"[;,]| and ", metadata.get("author") or "") if a.strip()],
     }
 
 

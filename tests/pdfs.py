@@ -100,3 +100,47 @@ def make_encrypted_pdf() -> bytes:
     data = doc.tobytes(encryption=pymupdf.PDF_ENCRYPT_AES_256, user_pw="pw", owner_pw="pw")
     doc.close()
     return data
+
+
+def make_hard_paper_pdf() -> bytes:
+    """A paper that carries step 1's known failure cases at once: no "Abstract" label, a metadata title that is a
+    file name and no metadata author, a parent heading followed at once by its subsection, run-in subsection
+    headings that only the PDF outline marks, a figure caption, a venue footer and a page number."""
+    sentences = random.Random("hard").sample(SENTENCES, 14)
+    doc = pymupdf.open()
+    page = doc.new_page(width=612, height=792)
+    page.insert_text((72, 80), "Hard Cases in Paper Extraction", fontsize=18, fontname="hebo")
+    page.insert_text((72, 104), "Grace Hopper and Edsger Dijkstra", fontsize=11)
+    page.insert_text((72, 118), "Department of Computer Science, University of Nowhere", fontsize=9)
+    abstract = "We study why extraction fails on real papers. " + " ".join(sentences[:4] + sentences[11:14])
+    _textbox(page, pymupdf.Rect(72, 140, 540, 220), abstract, fontsize=10)
+    y = 240
+    page.insert_text((72, y), "1 Methods", fontsize=12, fontname="hebo")
+    page.insert_text((72, y + 22), "1.1 Storage Layout", fontsize=11, fontname="hebo")
+    y = _textbox(page, pymupdf.Rect(72, y + 30, 540, 420), " ".join(sentences[4:7]), fontsize=10) + 10
+    page.insert_text((72, y + 10), "Figure 1: The storage layout used by the method.", fontsize=9)
+    y += 30
+    page.insert_text((72, y), "2 Results", fontsize=12, fontname="hebo")
+    run_in = (
+        "2.1. Latency under load. " + " ".join(sentences[7:9]) + "\n\n"
+        "2.2. Memory footprint. " + " ".join(sentences[9:11])
+    )
+    _textbox(page, pymupdf.Rect(72, y + 8, 540, 700), run_in, fontsize=10)
+    page.insert_text((72, 750), "Proceedings of the 58th Annual Meeting of the ACL, pages 4969–4983, 2020.", fontsize=8)
+    page.insert_text((300, 770), "1", fontsize=9)
+    page = doc.new_page(width=612, height=792)
+    page.insert_text((72, 80), "References", fontsize=12, fontname="hebo")
+    _textbox(page, pymupdf.Rect(72, 90, 540, 200), "[1] D. Knuth. The Art of Computer Programming. 1968.", fontsize=9)
+    doc.set_toc(
+        [
+            [1, "1 Methods", 1],
+            [2, "1.1 Storage Layout", 1],
+            [1, "2 Results", 1],
+            [2, "2.1. Latency under load", 1],
+            [2, "2.2. Memory footprint", 1],
+        ]
+    )
+    doc.set_metadata({"title": "hard-cases.dvi"})
+    data = doc.tobytes()
+    doc.close()
+    return data

@@ -662,3 +662,26 @@ def test_an_unlabelled_abstract_is_found_after_the_author_block_and_the_title_is
     sections = split_sections(markdown)
     assert [s["heading"] for s in sections] == ["Abstract", "1. INTRODUCTION"]
     assert sections[0]["text"] == abstract.strip() and "General Terms" not in sections[0]["text"]
+
+
+def test_a_generated_paper_with_every_known_hard_case(tmp_path):
+    """Through the whole extraction (pymupdf4llm on a PDF generated here), not only the markdown splitter."""
+    from pdfs import make_hard_paper_pdf
+
+    data = run_pdf_dir(tmp_path, {"hard.pdf": make_hard_paper_pdf()})
+    paper = data["papers"][0]
+    headings = [s["heading"] for s in paper["sections"]]
+    assert paper["title"] == "Hard Cases in Paper Extraction"  # the first page, not "hard-cases.dvi"
+    assert paper["authors"] == ["Grace Hopper", "Edsger Dijkstra"]
+    assert headings[0] == "Abstract" and paper["sections"][0]["text"].startswith("We study why extraction fails")
+    for expected in [
+        "1 Methods",
+        "1.1 Storage Layout",
+        "2 Results",
+        "2.1. Latency under load",
+        "2.2. Memory footprint",
+    ]:
+        assert any(h.strip("# *").startswith(expected) for h in headings), (expected, headings)
+    text = "\n".join(s["text"] for s in paper["sections"])
+    assert "Figure 1" not in text and "Proceedings of the 58th" not in text
+    assert not any(h.strip() in ("1", "Figure 1") for h in headings)

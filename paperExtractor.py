@@ -98,7 +98,22 @@ OLD_STYLE_ID = re.compile(r"^[a-z]+(?:-[a-z]+)*(?:\.[A-Z]{2})?/\d{7}(?:v\d+)?$")
 MD_HEADING = re.compile(r"^#{1,6}\s+(?P<title>.+?)\s*#*\s*$")
 ALL_BOLD_LINE = re.compile(r"^(?:\*\*[^*]+\*\*\s*)+$")
 NUMBERED_TITLE = re.compile(r"^(?:\d{1,2}(?:\.\d{1,2})*\.?|[IVX]{1,5}\.)\s+\S")
-INLINE_ABSTRACT = re.compile(r"^\W{0,4}abstract\W{0,4}[.:—–-]\W{0,4}\s*(?P<rest>\S.*)$", re.IGNORECASE)
+ABSTRACT_TITLES = {
+    "abstract",
+    "摘要",
+    "summary",
+    "résumé",
+    "resume",
+    "zusammenfassung",
+    "resumen",
+    "аннотация",
+    "要旨",
+    "초록",
+}
+INLINE_ABSTRACT = re.compile(
+    r"^\W{0,4}(?:abstract|摘要|résumé|zusammenfassung|resumen|аннотация)\W{0,4}[.:：—–-]\W{0,4}\s*(?P<rest>\S.*)$",
+    re.IGNORECASE,
+)
 INLINE_ACKNOWLEDGMENT = re.compile(r"^\W{0,4}acknowledge?ments?\b", re.IGNORECASE)
 NOT_A_HEADING = re.compile(
     r"^(?:figure|fig\.|table|algorithm|lemma|theorem|corollary|proposition|definition|claim|proof|remark|"
@@ -175,14 +190,15 @@ def heading_title(line: str) -> str | None:
         title = plain(line)
         # A bold line is a heading only when numbered ("**1** **Introduction**") or a known section name.
         key = title_key(title)
-        known = key in REFERENCE_TITLES or key == "abstract" or ACKNOWLEDGMENT_TITLE.match(key)
+        known = key in REFERENCE_TITLES or key in ABSTRACT_TITLES or ACKNOWLEDGMENT_TITLE.match(key)
         if not (NUMBERED_TITLE.match(title) or known):
             return None
     elif title_key(line) in REFERENCE_TITLES and len(line) < 40:
         title = plain(line)  # a bare "REFERENCES" line that layout analysis did not mark
     else:
         return None
-    if not title or len(title) > 120 or not (title[0].isupper() or title[0].isdigit()):
+    longest = 200 if NUMBERED_TITLE.match(title or "") else 120  # a numbered heading can be long; a paragraph rarely is
+    if not title or len(title) > longest or not title[0].isalnum() or title[0].islower():
         return None  # sentence fragments the layout model promoted: "and beneficial in our setting."
     if re.fullmatch(r"[\d.\s]+", title):
         return None  # a page number the layout model set as a heading ("# 26")
@@ -199,7 +215,7 @@ def heading_role(title: str, seen_numbered: bool) -> str:
         return "acknowledgments"
     if CONTENTS_TITLE.match(key):
         return "contents"
-    if key == "abstract":
+    if key in ABSTRACT_TITLES:
         return "abstract"
     if APPENDIX_TITLE.match(key) or (seen_numbered and LETTERED_APPENDIX.match(plain(title).lower())):
         return "appendix"

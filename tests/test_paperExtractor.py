@@ -685,3 +685,13 @@ def test_a_generated_paper_with_every_known_hard_case(tmp_path):
     text = "\n".join(s["text"] for s in paper["sections"])
     assert "Figure 1" not in text and "Proceedings of the 58th" not in text
     assert not any(h.strip() in ("1", "Figure 1") for h in headings)
+
+
+def test_non_latin_headings_and_abstract_labels_and_a_long_numbered_heading():
+    long_heading = "3 " + "A heading that runs on because the authors had much to say about it " * 2
+    markdown = f"## 摘要\n{BODY}\n## 1 引言\n{BODY}\n## 2 方法\n{BODY}\n## {long_heading.strip()}\n{BODY}"
+    headings = [s["heading"] for s in split_sections(markdown)]
+    assert headings == ["摘要", "1 引言", "2 方法", long_heading.strip()]
+    assert 120 < len(headings[-1]) <= 200
+    inline = split_sections(f"# Title\nAuthors\n摘要：{BODY}\n## 1 Intro\n{BODY}")
+    assert inline[0]["heading"] == "Abstract" and inline[0]["text"].startswith("This paragraph")

@@ -176,8 +176,36 @@ def furniture_key(line: str) -> str:
     return re.sub(r"[\d\W_]+", " ", plain(line.lstrip("#"))).strip().lower()
 
 
-def find_furniture(lines: list[str]) -> set[str]:
-    counts = Counter(furniture_key(line) for line in lines if 0 < len(line) < FURNITURE_MAX_CHARS)
+def layout_key(text: str) -> str:
+    """A line's text for comparing markdown with the PDF's own lines: letters and digits, lower case."""
+    return " ".join(re.sub(r"[^\w]+", " ", plain(text.lstrip("#")).lower()).split())
+
+
+@dataclass(frozen=True)
+class PageLayout:
+    """What only the PDF's geometry tells: which lines sit at a page's top or bottom edge (only those can be
+    running headers or footers), and which are footnotes (small type at the bottom, opening with a marker)."""
+
+    edges: frozenset[str] = frozenset()
+    footnotes: frozenset[str] = frozenset()
+
+    def at_edge(self, line: str) -> bool:
+        # letters only, as the repeat test compares: "2 · Golubchik, ..." is three pieces in the PDF
+        return not self.edges or furniture_key(line) in self.edges
+
+    def is_footnote(self, line: str) -> bool:
+        """A markdown line that begins with a footnote's first line (the one with the marker): markdown joins a
+        footnote's lines into one."""
+        key = layout_key(line)
+        return bool(key) and any(key.startswith(note) for note in self.footnotes)
+
+
+def find_furniture(lines: list[str], layout: PageLayout) -> set[str]:
+    """Keys of short lines repeated on 3+ pages at a page's edge: running headers and footers. Lines in the body
+    that differ only in digits ("2.1 Experiment 1", "2.2 Experiment 2") are not at the edges, so they stay."""
+    counts = Counter(
+        furniture_key(line) for line in lines if 0 < len(line) < FURNITURE_MAX_CHARS and layout.at_edge(line)
+    )
     return {key for key, n in counts.items() if n >= FURNITURE_MIN_REPEATS and len(key) >= 4}
 
 
@@ -222,12 +250,12 @@ def heading_role(title: str, seen_numbered: bool) -> str:
     return "section"
 
 
-def clean_lines(markdown: str) -> list[str]:
+def clean_lines(markdown: str, layout: PageLayout = PageLayout()) -> list[str]:
     """Drop what is never section text: picture text, image links, tables, TOC lines, page furniture."""
     text = HTML_COMMENT.sub("", PICTURE_TEXT.sub("", markdown))
     text = IMAGE_LINK.sub("", text).replace("\ufffd", "")
     lines = [line.rstrip() for line in text.splitlines()]
-    furniture = find_furniture(lines)
+    furniture = find_furniture(lines, layout)
     return [
         line
         for line in lines
@@ -237,6 +265,7 @@ def clean_lines(markdown: str) -> list[str]:
             or PAGE_NUMBER.match(line)
             or OMITTED_PICTURE.match(line)
             or CAPTION.match(plain(line))
+            or layout.is_footnote(line)
             or (len(line) < FOOTER_MAX_CHARS and FOOTER.search(plain(line)))
             or (0 < len(line) < FURNITURE_MAX_CHARS and furniture_key(line) in furniture)
         )
@@ -354,7 +383,9 @@ def unlabelled_abstract(front: list[_Section]) -> list[str]:
     return paragraphs[start:end]
 
 
-def split_sections(markdown: str, keep_appendix: bool = False, outline: list[str] | None = None) -> list[dict]:
+def split_sections(
+    markdown: str, keep_appendix: bool = False, outline: list[str] | None = None, layout: PageLayout = PageLayout()
+) -> list[dict]:
     """Split pymupdf4llm markdown into [{heading, text}] in document order.
 
     Recognises '#' headings and bold numbered headings, and, given the PDF's outline (its bookmarks), run-in
@@ -363,7 +394,7 @@ def split_sections(markdown: str, keep_appendix: bool = False, outline: list[str
     links, tables, captions, venue footers, running headers and inline markup from the text. A numbered heading
     is kept though its own text is empty: a parent heading followed at once by its first subsection.
     """
-    sections = restore_numbered_order(_walk_sections(clean_lines(markdown), keep_appendix, outline))
+    sections = restore_numbered_order(_walk_sections(clean_lines(markdown, layout), keep_appendix, outline))
     roles = [s.role for s in sections]
     if "abstract" in roles:
         sections = sections[roles.index("abstract") :]  # before it: title, authors, affiliations
@@ -728,6 +759,33 @@ def first_page_title_authors(page) -> tuple[str, list[str]]:
     return (title if 8 <= len(title) <= 300 else ""), authors
 
 
+FOOTNOTE_MARK = re.compile(r"^\s*(?:\d{1,2}|[*†‡§¶∗⋆])\s*\S")
+EDGE_SHARE = 0.1  # lines in the top or bottom tenth of a page may be running headers or footers
+
+
+def page_layout(doc, pages: list[int]) -> PageLayout:
+    """Edge lines and footnotes of the pages analysed, from the PDF's geometry and type sizes."""
+    sizes: Counter = Counter()
+    per_page = []
+    for number in pages:
+        page = doc[number]
+        lines = page_lines(page)
+        per_page.append((page, lines))
+        for _, size, text in lines:
+            sizes[round(size)] += len(text)
+    body_size = sizes.most_common(1)[0][0] if sizes else 10
+    edges, footnotes = set(), set()
+    for page, lines in per_page:
+        height = page.rect.height
+        edges |= {furniture_key(t) for y, _, t in lines if y < height * EDGE_SHARE or y > height * (1 - EDGE_SHARE)}
+        for y, size, text in lines:
+            small, low = size <= body_size - 1, y > page.rect.height * 0.7
+            if small and low and FOOTNOTE_MARK.match(text) and not re.fullmatch(r"\d{1,4}", text.strip()):
+                footnotes.add(layout_key(text))  # a footnote's first line, marker included
+    # 20+ characters: a short line would match the start of too many paragraphs
+    return PageLayout(frozenset(edges), frozenset(k for k in footnotes if len(k) >= 20))
+
+
 def metadata_title(metadata: dict) -> str:
     """The metadata title, unless it is a file name or a tool's placeholder ("packing-journal.dvi")."""
     title = (metadata.get("title") or "").strip()
@@ -777,7 +835,8 @@ def extract_paper(pdf_path: str, image_dir: str, max_pages: int, keep_appendix: 
         first_line = next((line.strip() for line in texts[0].splitlines() if line.strip()), "")
         page_title, page_authors = first_page_title_authors(doc[0])
         outline = [title for _, title, *_ in doc.get_toc()]  # the authors' own bookmarks, when LaTeX wrote them
-    sections = split_sections(markdown, keep_appendix=keep_appendix, outline=outline)
+        layout = page_layout(doc, pages)
+    sections = split_sections(markdown, keep_appendix=keep_appendix, outline=outline, layout=layout)
     return {
         "markdown": markdown,
         "sections": sections,

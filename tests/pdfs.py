@@ -126,6 +126,7 @@ def make_hard_paper_pdf() -> bytes:
         "2.2. Memory footprint. " + " ".join(sentences[9:11])
     )
     _textbox(page, pymupdf.Rect(72, y + 8, 540, 700), run_in, fontsize=10)
+    page.insert_text((72, 722), "1 Work done while the first author visited the University of Nowhere.", fontsize=7)
     page.insert_text((72, 750), "Proceedings of the 58th Annual Meeting of the ACL, pages 4969–4983, 2020.", fontsize=8)
     page.insert_text((300, 770), "1", fontsize=9)
     page = doc.new_page(width=612, height=792)

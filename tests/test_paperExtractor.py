@@ -683,7 +683,7 @@ def test_a_generated_paper_with_every_known_hard_case(tmp_path):
     ]:
         assert any(h.strip("# *").startswith(expected) for h in headings), (expected, headings)
     text = "\n".join(s["text"] for s in paper["sections"])
-    assert "Figure 1" not in text and "Proceedings of the 58th" not in text
+    assert "Figure 1" not in text and "Proceedings of the 58th" not in text and "Work done while" not in text
     assert not any(h.strip() in ("1", "Figure 1") for h in headings)
 
 
@@ -695,3 +695,17 @@ def test_non_latin_headings_and_abstract_labels_and_a_long_numbered_heading():
     assert 120 < len(headings[-1]) <= 200
     inline = split_sections(f"# Title\nAuthors\n摘要：{BODY}\n## 1 Intro\n{BODY}")
     assert inline[0]["heading"] == "Abstract" and inline[0]["text"].startswith("This paragraph")
+
+
+def test_repeated_lines_are_furniture_only_at_a_page_edge():
+    """Headings that differ only in digits repeat like running headers do; only the PDF's page edges tell them
+    apart, so with the layout known they stay, and the real running header still goes."""
+    from paperExtractor import PageLayout
+
+    header = "J. DOE AND J. ROE"
+    pages = "".join(f"{header}\n## 2.{n} Experiment {n}\n{BODY}\n" for n in (1, 2, 3))
+    markdown = f"# Abstract\n{BODY}\n{pages}"
+    layout = PageLayout(edges=frozenset({"j doe and j roe"}))
+    headings = [s["heading"] for s in split_sections(markdown, layout=layout)]
+    assert headings == ["Abstract", "2.1 Experiment 1", "2.2 Experiment 2", "2.3 Experiment 3"]
+    assert header not in "\n".join(s["text"] for s in split_sections(markdown, layout=layout))

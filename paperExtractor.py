@@ -980,10 +980,6 @@ def local_records(pdf_dir: Path) -> dict[str, dict]:
     return records
 
 
-def local_record(path: Path) -> dict:
-    return empty_record(safe_filename(path.stem), path)
-
-
 def is_current(stored: dict | None, pdf: Path | None, settings: Settings) -> bool:
     """Whether a stored paper can be kept: made with today's options, from the PDF bytes on disk now."""
     if stored is None or settings.force or stored.get("options", settings.options) != settings.options:

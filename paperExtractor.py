@@ -865,14 +865,15 @@ class Store:
     def _path(self, paper_id: str, failed: bool = False) -> Path:
         return self.dir / f"{safe_filename(paper_id)}{'.failed' if failed else ''}.json"
 
-    def load(self) -> tuple[dict[str, dict], dict[str, dict]]:
-        papers, failures = {}, {}
+    def records(self, failed: bool = False):
+        """Stored papers (or failures), one at a time, in file-name order: never all in memory at once."""
         for path in sorted(self.dir.glob("*.json")) if self.dir.is_dir() else []:
+            if path.name.endswith(".failed.json") != failed:
+                continue
             record = read_json(path, "a stored paper", f"delete {path} to extract that paper again")
             if not isinstance(record, dict) or not isinstance(record.get("id"), str):
                 raise InputError(f'{path}: not a paper record (no "id"); delete it to extract that paper again')
-            (failures if path.name.endswith(".failed.json") else papers)[record["id"]] = record
-        return papers, failures
+            yield record
 
     def save_paper(self, record: dict) -> None:
         write_json(self._path(record["id"]), record)
@@ -886,15 +887,17 @@ class Store:
 
 
 def write_papers_json(out: Path, store: Store, extra_failures: list[dict]) -> tuple[int, int]:
-    """papers.json from the store, streamed one record at a time and replaced atomically; (papers, failures)."""
-    papers, failures = store.load()
-    failures = [f for i, f in failures.items() if i not in papers] + extra_failures
+    """papers.json from the store, streamed one record at a time (memory does not grow with the papers) and
+    replaced atomically; return (papers, failures)."""
+    ids: set[str] = set()
     with atomic_writer(out) as f:
         f.write('{"papers": [')
-        for n, record in enumerate(papers.values()):
-            f.write(("," if n else "") + "\n" + json.dumps(record, ensure_ascii=False))
+        for record in store.records():
+            f.write(("," if ids else "") + "\n" + json.dumps(record, ensure_ascii=False))
+            ids.add(record["id"])
+        failures = [r for r in store.records(failed=True) if r["id"] not in ids] + extra_failures
         f.write('\n], "failures": ' + json.dumps(failures, ensure_ascii=False, indent=1) + "}\n")
-    return len(papers), len(failures)
+    return len(ids), len(failures)
 
 
 def import_legacy(out: Path, store: Store) -> int:
@@ -1278,7 +1281,8 @@ def main(argv: list[str] | None = None) -> int:
         imported = import_legacy(settings.out, store)
         if imported:
             log.info("kept %d papers of %s in %s/", imported, settings.out, store.dir)
-        stored, _ = store.load()
+        # Only the fingerprints: a store of thousands of papers is not held in memory for a comparison.
+        stored = {r["id"]: {k: r[k] for k in ("options", "source_sha256") if k in r} for r in store.records()}
         records, early_failures = collect_records(settings)
     except InputError as e:
         die(str(e))

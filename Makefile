@@ -53,9 +53,12 @@ bench: $(STAMP)
 	$(PY) bench/extract_bench.py --rounds 5
 	$(PY) bench/sdg_bench.py
 	$(PY) bench/trim_bench.py
+	rm -rf .bench/papers.json .bench/papers.records  # extract afresh: the sections bench scores today's code
 	$(PY) paperExtractor.py --pdf-dir ../shared/papers --out .bench/papers.json --papers-dir .bench/papers
 	$(PY) bench/template_margin.py --papers .bench/papers.json
 	$(PY) bench/leak_bench.py --papers .bench/papers.json
+	$(PY) bench/sections_bench.py --papers .bench/papers.json
+	$(PY) bench/bookkeeping_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -18,7 +18,6 @@ import argparse
 import dataclasses
 import logging
 import os
-import re
 import subprocess
 import sys
 import tempfile
@@ -34,6 +33,7 @@ from common import (
     die,
     load_tokenizer,
     read_json,
+    safe_filename,
     settings_from,
     setup_logging,
     write_json,
@@ -118,11 +118,6 @@ def paper_from_arxiv(settings: Settings) -> dict:
         ["--ids", settings.id, "--api-url", settings.api_url, "--api-delay", str(settings.api_delay)],
         settings.papers_dir,
     )
-
-
-def safe_filename(paper_id: str) -> str:
-    """A paper id as a single path component: old-style 'cs/0112017' must never become a sub-folder."""
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", paper_id).strip("._") or "paper"
 
 
 # ----------------------------------------------------------------------------- the report

@@ -55,6 +55,13 @@ def other_budgets(data_dir: Path, persona: str, max_tokens: int) -> list[Path]:
     )
 
 
+def safe_filename(paper_id: str) -> str:
+    """A paper id as a single path component: old-style 'cs/0112017' must never become a sub-folder. Letters of
+    any script are kept, so two papers named in Chinese do not both become "paper"."""
+    name = re.sub(r"[^\w.-]+", "_", paper_id).strip("._")
+    return name or "paper"
+
+
 def settings_from(cls, args):
     """A frozen settings dataclass from parsed arguments: the one place argparse's namespace is read."""
     return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})

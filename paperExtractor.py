@@ -33,7 +33,16 @@ from concurrent.futures import as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import InputError, atomic_writer, die, read_json, settings_from, setup_logging, write_json
+from common import (
+    InputError,
+    atomic_writer,
+    die,
+    read_json,
+    safe_filename,
+    settings_from,
+    setup_logging,
+    write_json,
+)
 
 log = logging.getLogger("paperExtractor")
 
@@ -442,13 +451,6 @@ def versionless_id(short_id: str) -> tuple[str, int]:
     """'2309.13541v2' -> ('2309.13541', 2); 'cs/0112017v1' -> ('cs/0112017', 1); no version -> 0."""
     match = re.match(r"^(?P<id>.+?)(?:v(?P<version>\d+))?$", short_id)
     return match["id"], int(match["version"] or 0)
-
-
-def safe_filename(paper_id: str) -> str:
-    """A paper id as a single path component: old-style 'cs/0112017' must never become a sub-folder. Letters of
-    any script are kept, so two papers named in Chinese do not both become "paper"."""
-    name = re.sub(r"[^\w.-]+", "_", paper_id).strip("._")
-    return name or "paper"
 
 
 def unknown_categories(categories: list[str]) -> list[str]:

@@ -347,22 +347,21 @@ class Generator:
         from google.genai import types
 
         self.client, self.settings, self.done, self.stats, self.progress = client, settings, done, stats, progress
-        args = settings
         self.personas, self.schema = personas, answers_schema(personas)
         self.streak = ("", 0)  # (signature of the last non-retryable failure, units in a row that had it)
         # One request per 60/rpm seconds: a bucket of one never bursts, so no 60 s window exceeds --rpm.
-        self.rate = AsyncLimiter(1, 60.0 / args.rpm)
-        self.tokens = AsyncLimiter(args.tpm, 60.0) if args.tpm else None
-        self.slots = asyncio.Semaphore(args.concurrency)
+        self.rate = AsyncLimiter(1, 60.0 / settings.rpm)
+        self.tokens = AsyncLimiter(settings.tpm, 60.0) if settings.tpm else None
+        self.slots = asyncio.Semaphore(settings.concurrency)
         self.config = types.GenerateContentConfig(
             system_instruction=system_instruction(personas),
             response_mime_type="application/json",
             response_schema=self.schema,
-            temperature=args.temperature,
-            max_output_tokens=args.max_output_tokens,
-            thinking_config=types.ThinkingConfig(thinking_budget=args.thinking_budget),
+            temperature=settings.temperature,
+            max_output_tokens=settings.max_output_tokens,
+            thinking_config=types.ThinkingConfig(thinking_budget=settings.thinking_budget),
         )
-        out = args.out_dir
+        out = settings.out_dir
         # Append-only logs, kept open for the run and closed in close(); each record is flushed as it is written.
         self.files = {p.name: open(out / f"{p.name}.jsonl", "a", encoding="utf-8") for p in personas}  # noqa: SIM115
         self.failures = open(out / "sdg_failures.jsonl", "w", encoding="utf-8")  # noqa: SIM115

@@ -13,7 +13,8 @@ from fake_arxiv import FakeArxiv, FakePaper
 from pdfs import CORRUPT_PDF, make_encrypted_pdf, make_paper_pdf
 
 import paperExtractor
-from paperExtractor import safe_filename, section_coverage, split_sections, versionless_id
+from common import safe_filename
+from paperExtractor import section_coverage, split_sections, versionless_id
 
 # ----------------------------------------------------------------------------- end to end against a fake arXiv
 

@@ -27,7 +27,7 @@ import os
 import re
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
@@ -52,18 +52,18 @@ from personas import Persona, answers_schema, load_personas
 from teachers import (
     DAILY_QUOTA,
     DEFAULT_MODEL,
-    PRICE_CACHED,
-    PRICE_INPUT,
-    PRICE_OUTPUT,
+    MIN_STRING_CHARS,
     RETRYABLE,
     SYSTEMIC,
+    TEACHERS,
     FatalAPIError,
-    api_key,
-    classify,
-    error_facts,
-    make_client,
-    settings_problem,
-    wait_for,
+    Prices,
+    Reply,
+    Teacher,
+    TeacherOptions,
+    Usage,
+    make_teacher,
+    retrying,
 )
 from units import MIN_PROSE_CHARS, Unit, build_units, canonical_key, chunk_budget, min_max_tokens, request_text
 
@@ -71,9 +71,13 @@ log = logging.getLogger("sdg")
 
 # ----------------------------------------------------------------------------- constants
 
-MIN_FIELD_CHARS = 40
+MIN_FIELD_CHARS = MIN_STRING_CHARS
 SYSTEMIC_STREAK = 3  # the same non-retryable failure on this many units in a row is about the run, not the units
-BLOCK_REASONS = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "LANGUAGE"}
+# Gemini's block reasons, and OpenAI's content filter and refusal.
+BLOCK_REASONS = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "LANGUAGE"} | {
+    "CONTENT_FILTER",
+    "REFUSAL",
+}
 NUMBER_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 
 
@@ -82,10 +86,11 @@ class Settings:
     papers: Path
     out_dir: Path
     personas_file: Path
-    model: str
+    teacher: str
+    model: str | None  # None: the teacher's default
     base_url: str | None
     concurrency: int
-    rpm: float
+    rpm: float | None  # None: the teacher's default
     tpm: int
     timeout: float
     max_retries: int
@@ -95,9 +100,9 @@ class Settings:
     max_output_tokens: int
     max_tokens: int
     tokenizer: str
-    price_input: float
-    price_output: float
-    price_cached: float
+    price_input: float | None  # None: the teacher's price table
+    price_output: float | None
+    price_cached: float | None
     limit: int
     dry_run: bool
     verbose: bool
@@ -199,24 +204,30 @@ def answers_problem(answers: BaseModel, personas: tuple[Persona, ...], section: 
     return None
 
 
-def parse_response(response, schema, personas, section: str) -> tuple[BaseModel | None, str | None]:
-    """The validated answers of a generateContent response, or the reason it is unusable. A reason starting
-    with "blocked_prompt" means the prompt itself was refused: asking again is pointless."""
-    feedback = getattr(response, "prompt_feedback", None)
-    if feedback is not None and feedback.block_reason:
-        return None, f"blocked_prompt:{getattr(feedback.block_reason, 'value', feedback.block_reason)}"
-    if not response.candidates:
+# Servers that ignore the response schema often still answer JSON, wrapped in a Markdown code fence.
+FENCE = re.compile(r"^\s*```(?:json)?[ \t]*\n(.*?)\n?```\s*$", re.DOTALL)
+
+
+def unfenced(text: str | None) -> str:
+    match = FENCE.match(text or "")
+    return match[1] if match else text or ""
+
+
+def parse_response(reply: Reply, schema, personas, section: str) -> tuple[BaseModel | None, str | None]:
+    """The validated answers of a teacher's reply, or the reason it is unusable. A reason starting with
+    "blocked_prompt" means the prompt itself was refused: asking again is pointless."""
+    if reply.blocked_prompt:
+        return None, f"blocked_prompt:{reply.blocked_prompt}"
+    if reply.finish in ("NO_CANDIDATES", "NO_CHOICES"):
         return None, "no_candidates"
-    candidate = response.candidates[0]
-    finish = getattr(candidate.finish_reason, "value", candidate.finish_reason) or "STOP"
-    if finish in BLOCK_REASONS:
-        return None, f"blocked:{finish}"
-    if finish == "MAX_TOKENS":
+    if reply.finish in BLOCK_REASONS:
+        return None, f"blocked:{reply.finish}"
+    if reply.finish == "MAX_TOKENS":
         return None, "max_tokens"
-    if finish not in ("STOP", "FINISH_REASON_UNSPECIFIED"):
-        return None, f"finish:{finish}"  # OTHER, MALFORMED_FUNCTION_CALL, ...: each reported as itself
+    if reply.finish != "STOP":
+        return None, f"finish:{reply.finish}"  # OTHER, MALFORMED_FUNCTION_CALL, ...: each reported as itself
     try:
-        answers = schema.model_validate_json(response.text or "")
+        answers = schema.model_validate_json(unfenced(reply.text))
     except ValidationError as e:
         return None, f"invalid_json:{e.errors()[0]['type']}"
     problem = answers_problem(answers, personas, section)
@@ -321,46 +332,34 @@ class Stats:
     def seconds(self) -> float:
         return time.monotonic() - self.started
 
-    def add_usage(self, usage) -> None:
-        if usage is None:
-            return
-        self.prompt_tokens += usage.prompt_token_count or 0
-        self.candidates_tokens += usage.candidates_token_count or 0
-        self.thoughts_tokens += usage.thoughts_token_count or 0
-        self.cached_tokens += usage.cached_content_token_count or 0
+    def add_usage(self, usage: Usage) -> None:
+        self.prompt_tokens += usage.input
+        self.candidates_tokens += usage.output
+        self.thoughts_tokens += usage.thinking
+        self.cached_tokens += usage.cached
+
+    def usage(self) -> Usage:
+        return Usage(self.prompt_tokens, self.candidates_tokens, self.thoughts_tokens, self.cached_tokens)
 
     def cost(self, settings: Settings) -> float:
-        fresh_input = self.prompt_tokens - self.cached_tokens
-        output = self.candidates_tokens + self.thoughts_tokens
-        return (
-            fresh_input * settings.price_input
-            + self.cached_tokens * settings.price_cached
-            + output * settings.price_output
-        ) / 1e6
+        return prices_of(settings).cost(self.usage())
 
 
 class Generator:
-    """Sends units to Gemini under a smooth client-side rate limit, with retries, and writes rows as they finish."""
+    """Sends units to the teacher under a smooth client-side rate limit, with retries, and writes rows as they
+    finish. The same for every teacher: what differs is behind Teacher.ask and Teacher.classify."""
 
-    def __init__(self, client, settings: Settings, personas, done: dict[str, set[str]], stats: Stats, progress):
+    def __init__(self, teacher: Teacher, settings: Settings, personas, done: dict[str, set[str]], stats, progress):
         from aiolimiter import AsyncLimiter
-        from google.genai import types
 
-        self.client, self.settings, self.done, self.stats, self.progress = client, settings, done, stats, progress
+        self.teacher, self.settings, self.done, self.stats, self.progress = teacher, settings, done, stats, progress
         self.personas, self.schema = personas, answers_schema(personas)
+        self.system = system_instruction(personas)
         self.streak = ("", 0)  # (signature of the last non-retryable failure, units in a row that had it)
         # One request per 60/rpm seconds: a bucket of one never bursts, so no 60 s window exceeds --rpm.
-        self.rate = AsyncLimiter(1, 60.0 / settings.rpm)
+        self.rate = AsyncLimiter(1, 60.0 / settings.rpm) if settings.rpm else None
         self.tokens = AsyncLimiter(settings.tpm, 60.0) if settings.tpm else None
         self.slots = asyncio.Semaphore(settings.concurrency)
-        self.config = types.GenerateContentConfig(
-            system_instruction=system_instruction(personas),
-            response_mime_type="application/json",
-            response_schema=self.schema,
-            temperature=settings.temperature,
-            max_output_tokens=settings.max_output_tokens,
-            thinking_config=types.ThinkingConfig(thinking_budget=settings.thinking_budget),
-        )
         out = settings.out_dir
         # Append-only logs, kept open for the run and closed in close(); each record is flushed as it is written.
         self.files = {p.name: open(out / f"{p.name}.jsonl", "a", encoding="utf-8") for p in personas}  # noqa: SIM115
@@ -370,40 +369,37 @@ class Generator:
         for f in [*self.files.values(), self.failures]:
             f.close()
 
-    async def call(self, unit: Unit):
-        """One generateContent call, bounded by --timeout as a whole; every attempt, retries included, waits its
-        turn at the rate limiter. Only what classify() calls retryable is retried."""
-        import tenacity
+    async def call(self, unit: Unit) -> Reply:
+        """One request, bounded by --timeout as a whole when it goes over the network; every attempt, retries
+        included, waits its turn at the rate limiter. Only what the teacher calls retryable is retried."""
 
         def count_retry(state):
             self.stats.retrying += 1
             self.progress.set_postfix(done=self.stats.done, failed=self.stats.failed, retrying=self.stats.retrying)
 
-        retrying = tenacity.AsyncRetrying(
-            stop=tenacity.stop_after_attempt(self.settings.max_retries + 1),
-            wait=wait_for,
-            retry=tenacity.retry_if_exception(lambda e: classify(e) == RETRYABLE),
-            before_sleep=count_retry,
-            reraise=True,
-        )
-        async for attempt in retrying:
+        async for attempt in retrying(self.teacher, self.settings.max_retries, before_sleep=count_retry):
             with attempt:
                 if self.tokens is not None:
                     await self.tokens.acquire(min(self.settings.tpm, len(unit.text) // 3 + 1000))
-                async with self.rate:
-                    self.stats.requests += 1
-                request = self.client.aio.models.generate_content(
-                    model=self.settings.model, contents=request_text(unit), config=self.config
-                )
+                if self.rate is not None:
+                    async with self.rate:
+                        pass
+                self.stats.requests += 1
+                request = self.teacher.ask(self.system, request_text(unit), self.schema)
+                if not self.teacher.remote:
+                    return await request
                 return await asyncio.wait_for(request, timeout=self.settings.timeout)
 
     def stop_if_systemic(self, error: Exception) -> str:
         """Raise FatalAPIError for an error every request would meet; else return this unit's failure reason."""
-        kind, facts = classify(error), error_facts(error)
+        kind, facts = self.teacher.classify(error), self.teacher.facts(error)
         if kind == DAILY_QUOTA:
-            raise FatalAPIError(f"the daily quota is spent ({', '.join(facts.quota_ids)}): {facts.message}")
+            daily = "daily " if any("PerDay" in q for q in facts.quota_ids) else ""
+            raise FatalAPIError(
+                f"the {daily}quota is spent ({', '.join(facts.quota_ids)}): {facts.message}", quota=True
+            )
         if kind == SYSTEMIC:
-            raise FatalAPIError(f"Gemini refused the request: {facts.describe()}")
+            raise FatalAPIError(f"{self.teacher.name} refused the request: {facts.describe()}")
         reason = f"api_error:{facts.code or type(error).__name__}"
         if kind != RETRYABLE:  # retries exhausted is weather; the same refusal again and again is not
             same = self.streak[0] == facts.signature
@@ -419,17 +415,17 @@ class Generator:
             reason = "no attempt"
             for _ in range(self.settings.quality_attempts):
                 try:
-                    response = await self.call(unit)
+                    reply = await self.call(unit)
                 except FatalAPIError:
                     raise
                 except Exception as e:  # not retryable, or retries exhausted on 429/5xx/timeouts
                     reason = self.stop_if_systemic(e)
                     break
-                self.stats.add_usage(response.usage_metadata)
-                answers, reason = parse_response(response, self.schema, self.personas, unit.text)
+                self.stats.add_usage(reply.usage)
+                answers, reason = parse_response(reply, self.schema, self.personas, unit.text)
                 if answers is not None:
                     self.streak = ("", 0)
-                    self.write(unit, answers, getattr(response, "model_version", None))
+                    self.write(unit, answers, reply.model_version)
                     return
                 if reason.startswith("blocked_prompt"):
                     break  # the same prompt is blocked again: do not pay to hear it twice
@@ -491,19 +487,32 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_PERSONAS_FILE,
         help="the personas to generate (default: personas.toml)",
     )
-    api = p.add_argument_group("Gemini")
-    api.add_argument("--model", default=DEFAULT_MODEL, help="Gemini model (default: %(default)s)")
+    api = p.add_argument_group("the teacher")
+    api.add_argument(
+        "--teacher",
+        choices=sorted(TEACHERS),
+        default="gemini",
+        help="gemini: Gemini's online API; openai: any OpenAI-compatible server (vLLM, Ollama, llama.cpp, OpenAI) "
+        "at --base-url; mlx: a local model in this process, no key (default: %(default)s)",
+    )
+    api.add_argument(
+        "--model",
+        help=f"the teacher's model: a Gemini model (default {DEFAULT_MODEL}), the name the OpenAI-compatible server "
+        "serves, or an mlx_lm model folder or Hugging Face id",
+    )
     api.add_argument(
         "--base-url",
-        default=os.environ.get("GEMINI_BASE_URL"),
-        help="a Gemini-compatible endpoint, e.g. a gateway or test server (env GEMINI_BASE_URL)",
+        help="gemini: a Gemini-compatible endpoint, e.g. a gateway or test server (env GEMINI_BASE_URL); "
+        "openai: the server's /v1 URL (env OPENAI_BASE_URL)",
     )
-    api.add_argument("--concurrency", type=int, default=8, help="requests in flight at most (default: %(default)s)")
+    api.add_argument(
+        "--concurrency", type=int, default=8, help="requests in flight, or mlx sequences decoded together (default: 8)"
+    )
     api.add_argument(
         "--rpm",
         type=float,
-        default=10,
-        help="requests per minute, retries included; 10 suits the free tier, 1000 paid Tier 1 (default: %(default)s)",
+        help="requests per minute, retries included; 0 = no limit. Default: 10 for gemini (the free tier; paid "
+        "Tier 1 allows 1000), no limit for openai and mlx",
     )
     api.add_argument(
         "--tpm", type=int, default=0, help="input tokens per minute, estimated; 0 = no limit (free tier: 250000)"
@@ -541,17 +550,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="tiktoken encoding or local model folder used to size chunks (default: %(default)s)",
     )
     gen.add_argument(
-        "--price-input", type=float, default=PRICE_INPUT, help="USD per 1M input tokens (default: %(default)s)"
-    )
-    gen.add_argument(
-        "--price-output",
+        "--price-input",
         type=float,
-        default=PRICE_OUTPUT,
-        help="USD per 1M output and thinking tokens (default: %(default)s)",
+        help="USD per 1M input tokens (default: the teacher's table: Gemini 2.5 Flash's for gemini, 0 for openai "
+        "and mlx; set all three for a paid OpenAI-compatible API)",
     )
-    gen.add_argument(
-        "--price-cached", type=float, default=PRICE_CACHED, help="USD per 1M cached input tokens (default: %(default)s)"
-    )
+    gen.add_argument("--price-output", type=float, help="USD per 1M output and thinking tokens (default: as above)")
+    gen.add_argument("--price-cached", type=float, help="USD per 1M cached input tokens (default: as above)")
     gen.add_argument("--limit", type=int, default=0, help="process at most N pending units; 0 = all")
     gen.add_argument("--dry-run", action="store_true", help="count units, tokens and cost; call nothing")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -623,6 +628,7 @@ def run_record(settings: Settings, stats: "Stats", outcome: str, units: int, pen
     return {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(time.time() - stats.seconds())),
         "outcome": outcome,
+        "teacher": settings.teacher,
         "model": settings.model,
         "units": units,
         "pending": pending,
@@ -650,28 +656,59 @@ def dry_run(units: list[Unit], tokenizer, settings: Settings, personas: tuple[Pe
     system = count_tokens(tokenizer, [system_instruction(personas)])[0]
     inputs = sum(count_tokens(tokenizer, [request_text(u) for u in units])) + system * len(units)
     outputs = len(units) * sum(len(p.fields) for p in personas) * 150  # ~150 tokens per answer field
-    cost = (inputs * settings.price_input + outputs * settings.price_output) / 1e6
-    minutes = len(units) / settings.rpm
+    prices = prices_of(settings)
+    cost = prices.cost(Usage(input=inputs, output=outputs))
+    pace = f"~{len(units) / settings.rpm:,.0f} min at --rpm {settings.rpm:g}" if settings.rpm else "no rate limit"
     print(
-        f"dry run: {len(units):,} units to generate, ~{inputs:,} input tokens, ~{outputs:,} output tokens, "
-        f"~${cost:.2f} at ${settings.price_input}/${settings.price_output} per 1M, "
-        f"~{minutes:,.0f} min at --rpm {settings.rpm:g}"
+        f"dry run: {len(units):,} units to generate with {settings.teacher} {settings.model}, ~{inputs:,} input "
+        f"tokens, ~{outputs:,} output tokens, ~${cost:.2f} at ${prices.input:g}/${prices.output:g} per 1M, {pace}"
     )
 
 
-def check_settings(settings: Settings, personas: tuple[Persona, ...], parser) -> None:
-    """Usage mistakes, and settings the API would reject on every request, before any request is made."""
-    if settings.concurrency < 1 or settings.rpm <= 0 or settings.quality_attempts < 1 or settings.timeout <= 0:
-        parser.error("--concurrency, --rpm, --quality-attempts and --timeout must be positive")
-    if settings.limit < 0 or settings.max_retries < 0:
-        parser.error("--limit and --max-retries must be 0 or more")
+def with_teacher_defaults(settings: Settings) -> Settings:
+    """Fill what was not given from the teacher's own defaults: model, endpoint, pace and prices."""
+    teacher = TEACHERS[settings.teacher]
+    prices = teacher.prices
+    return replace(
+        settings,
+        model=settings.model or teacher.default_model or None,
+        base_url=settings.base_url or (os.environ.get(teacher.base_url_env) if teacher.base_url_env else None),
+        rpm=teacher.default_rpm if settings.rpm is None else settings.rpm,
+        price_input=prices.input if settings.price_input is None else settings.price_input,
+        price_output=prices.output if settings.price_output is None else settings.price_output,
+        price_cached=prices.cached if settings.price_cached is None else settings.price_cached,
+    )
+
+
+def prices_of(settings: Settings) -> Prices:
+    return Prices(settings.price_input, settings.price_output, settings.price_cached)
+
+
+def teacher_options(settings: Settings) -> TeacherOptions:
+    return TeacherOptions(
+        model=settings.model or "",
+        base_url=settings.base_url,
+        timeout=settings.timeout,
+        temperature=settings.temperature,
+        max_output_tokens=settings.max_output_tokens,
+        thinking_budget=settings.thinking_budget,
+        concurrency=settings.concurrency,
+    )
+
+
+def check_settings(settings: Settings, personas: tuple[Persona, ...], teacher: Teacher, parser) -> None:
+    """Usage mistakes, and settings the teacher would reject on every request, before any request is made."""
+    if settings.concurrency < 1 or settings.quality_attempts < 1 or settings.timeout <= 0:
+        parser.error("--concurrency, --quality-attempts and --timeout must be positive")
+    if settings.limit < 0 or settings.max_retries < 0 or settings.rpm < 0:
+        parser.error("--limit, --max-retries and --rpm must be 0 or more")
     smallest = min_max_tokens(personas)
     if settings.max_tokens < smallest:
         parser.error(
             f"--max-tokens {settings.max_tokens} leaves no room for a useful chunk: the chat template, the longest "
             f"answer and a chunk of text need at least {smallest}"
         )
-    problem = settings_problem(settings.model, settings.thinking_budget, settings.base_url)
+    problem = teacher.problem()
     if problem:
         parser.error(problem)
 
@@ -680,13 +717,14 @@ def main(argv: list[str] | None = None) -> int:
     from filelock import FileLock, Timeout
 
     parser = build_parser()
-    settings = settings_from(Settings, parser.parse_args(argv))
+    settings = with_teacher_defaults(settings_from(Settings, parser.parse_args(argv)))
     setup_logging(settings.verbose)
     try:
         personas = load_personas(settings.personas_file)
     except InputError as e:
         die(str(e))
-    check_settings(settings, personas, parser)
+    teacher = make_teacher(settings.teacher, teacher_options(settings))
+    check_settings(settings, personas, teacher, parser)
     shown = {k: str(v) for k, v in vars(settings).items() if not k.startswith("price_")}
     log.info("settings: %s", shown)
     try:
@@ -699,8 +737,8 @@ def main(argv: list[str] | None = None) -> int:
         pending = [u for u in units if any(u.key not in done.get(p.name, ()) for p in personas)]
         dry_run(pending[: settings.limit or None], tokenizer, settings, personas)
         return 0
-    if not api_key():
-        die("no API key: export GEMINI_API_KEY (get one at https://aistudio.google.com/apikey), or use --dry-run")
+    if teacher.key_problem():
+        die(teacher.key_problem())
     try:
         settings.out_dir.mkdir(parents=True, exist_ok=True)
         lock = FileLock(settings.out_dir / ".sdg.lock")
@@ -710,10 +748,10 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as e:
         die(f"cannot write to {settings.out_dir}/ ({e.strerror}); pass --out-dir a folder you can write to")
     with lock:
-        return generate_all(settings, personas, units, too_short)
+        return generate_all(settings, personas, teacher, units, too_short)
 
 
-def generate_all(settings: Settings, personas: tuple[Persona, ...], units: list[Unit], too_short: int) -> int:
+def generate_all(settings: Settings, personas, teacher: Teacher, units: list[Unit], too_short: int) -> int:
     """The run under the output folder's lock: generate what is pending, reconcile the persona files with the
     current units, and record the run in the ledger, however it ends."""
     stats_path = settings.out_dir / "sdg_stats.json"
@@ -729,7 +767,7 @@ def generate_all(settings: Settings, personas: tuple[Persona, ...], units: list[
     stats, outcome, stop_message = Stats(), "complete", None
     try:
         if pending:
-            asyncio.run(generate(pending, settings, personas, done, stats))
+            asyncio.run(generate(pending, settings, personas, teacher, done, stats))
     except KeyboardInterrupt:
         outcome = "interrupted"
         stop_message = f"interrupted: finished units are saved in {settings.out_dir}/; rerun the same command to resume"
@@ -738,13 +776,7 @@ def generate_all(settings: Settings, personas: tuple[Persona, ...], units: list[
         left = len(pending) - stats.done - stats.failed
         stop_message = (
             f"{e}\nStopped after {stats.requests:,} requests (${stats.cost(settings):.4f}): {stats.done:,} units "
-            f"done this run, {left:,} not attempted. "
-            + (
-                "Rerun after the daily reset (midnight Pacific time), or use a paid key; it resumes."
-                if "daily quota" in str(e)
-                else f"Fix the cause (GEMINI_API_KEY, --model e.g. {DEFAULT_MODEL}, --base-url, "
-                "--thinking-budget) and rerun; finished rows are kept."
-            )
+            f"done this run, {left:,} not attempted. " + (teacher.quota_hint if e.quota else teacher.fix_hint)
         )
     orphaned = reconcile(settings.out_dir, personas, {u.key for u in units})
     write_json(stats_path, ledger([*runs, run_record(settings, stats, outcome, len(units), len(pending), orphaned)]))
@@ -765,16 +797,16 @@ def generate_all(settings: Settings, personas: tuple[Persona, ...], units: list[
     return 0
 
 
-async def generate(units: list[Unit], settings: Settings, personas: tuple[Persona, ...], done, stats) -> None:
+async def generate(units: list[Unit], settings: Settings, personas, teacher: Teacher, done, stats) -> None:
     from tqdm import tqdm
 
     with tqdm(total=len(units), desc="generate", unit="unit") as progress:
-        client = make_client(settings.timeout, settings.base_url)
-        generator = Generator(client, settings, personas, done, stats, progress)
+        generator = Generator(teacher, settings, personas, done, stats, progress)
         try:
             await generator.run(units)
         finally:
             generator.close()
+            await teacher.aclose()
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the scripts and the test help
 os.environ["WANDB_MODE"] = "offline"
 os.environ.pop("GEMINI_API_KEY", None)
 os.environ.pop("GOOGLE_API_KEY", None)
+os.environ.pop("OPENAI_API_KEY", None)
+os.environ.pop("OPENAI_BASE_URL", None)
 
 
 import pytest  # noqa: E402

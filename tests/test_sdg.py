@@ -406,7 +406,7 @@ def test_a_per_minute_429_waits_for_retry_info_and_a_bare_429_backs_off():
         (["--thinking-budget", "99999"], "--thinking-budget 99999 is outside gemini-2.5-flash's range 1-24576"),
         (["--base-url", "localhost:8080"], "--base-url 'localhost:8080' is not an http(s) URL"),
         (["--max-tokens", "512"], "--max-tokens 512 leaves no room for a useful chunk"),
-        (["--limit", "-2"], "--limit and --max-retries must be 0 or more"),
+        (["--limit", "-2"], "--limit, --max-retries and --rpm must be 0 or more"),
         (["--timeout", "0"], "--timeout must be positive"),
     ],
 )

@@ -1,0 +1,221 @@
+"""Every teacher through the same step 2: the OpenAI-compatible one against a loopback server that answers as
+the real services do (and against the real mlx_lm.server), and the in-process mlx one on a tiny random Llama."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+import pytest
+from conftest import ROOT
+from fake_openai import FakeOpenAI, OpenAIFaults
+from test_sdg import write_papers
+
+import sdg
+import teachers
+from personas import answers_schema, load_personas
+
+KEY = "sk-test-8d2c"  # must never appear in anything sdg.py writes
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from tiny_model import build_tiny_llama
+
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny"))
+
+
+def openai_args(tmp_path, base_url, tiny_model, *extra, model="teacher-1"):
+    return [
+        "--teacher",
+        "openai",
+        "--base-url",
+        base_url,
+        "--model",
+        model,
+        "--papers",
+        str(tmp_path / "papers.json"),
+        "--out-dir",
+        str(tmp_path / "data"),
+        "--tokenizer",
+        str(tiny_model),
+        "--max-retries",
+        "4",
+        *extra,
+    ]
+
+
+def run_script(args, env=None, timeout=300):
+    return subprocess.run(
+        [sys.executable, str(ROOT / "sdg.py"), *args],
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def rows(path):
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_openai_teacher_under_real_odd_answers_writes_each_unit_once_or_records_why(tmp_path, tiny_model, monkeypatch):
+    write_papers(tmp_path / "papers.json", papers=6)  # 36 units
+    faults = OpenAIFaults(rate_429=0.15, server_500=0.05, fenced=0.1, length=0.1, refusal=0.05, no_usage=0.1)
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    with FakeOpenAI(faults, api_key=KEY, seed=3) as fake:
+        assert sdg.main(openai_args(tmp_path, fake.base_url, tiny_model, "--price-input", "0.5")) == 0
+    data = tmp_path / "data"
+    written = [sorted(r["meta"]["key"] for r in rows(data / f"{p}.jsonl")) for p in ("eli5", "intuitive", "executive")]
+    failed = {f["key"]: f["reason"] for f in rows(data / "sdg_failures.jsonl")}
+    assert written[0] == written[1] == written[2] and len(written[0]) == len(set(written[0]))
+    assert len(written[0]) + len(failed) == 36 and len(written[0]) >= 30
+    assert fake.outcomes["rate_429"] > 0 and fake.outcomes["fenced"] > 0  # both happened, and were survived
+    row = rows(data / "eli5.jsonl")[0]
+    assert row["meta"]["model"] == "teacher-1" and row["meta"]["model_version"] == "teacher-1-2025-01-01"
+    assert row["messages"][1]["content"].startswith("**Analogy:** Imagine")
+    run = json.loads((data / "sdg_stats.json").read_text())["runs"][-1]
+    assert run["teacher"] == "openai" and run["retries"] > 0
+    assert run["prices_per_million"] == {"input": 0.5, "output": 0.0, "cached": 0.0}
+    assert run["cost_usd"] == round(run["prompt_tokens"] * 0.5 / 1e6, 4) > 0
+    everything = "".join(p.read_text() for p in data.iterdir() if p.is_file())
+    assert KEY not in everything
+
+
+@pytest.mark.parametrize(
+    "faults, key, model, said",
+    [
+        (OpenAIFaults(), "sk-wrong-0000", "teacher-1", "Incorrect API key provided"),
+        (OpenAIFaults(style="vllm"), KEY, "no-such-model", "The model `no-such-model` does not exist"),
+        (OpenAIFaults(no_json_schema=True), KEY, "teacher-1", "'response_format' of type 'json_schema' is not"),
+    ],
+)
+def test_openai_errors_every_request_would_meet_stop_the_run_at_once(tmp_path, tiny_model, faults, key, model, said):
+    write_papers(tmp_path / "papers.json", papers=4)
+    with FakeOpenAI(faults, api_key=KEY) as fake:
+        args = openai_args(tmp_path, fake.base_url, tiny_model, "--concurrency", "2", model=model)
+        result = run_script(args, env={"OPENAI_API_KEY": key})
+    assert result.returncode == 1 and said in result.stderr and "Traceback" not in result.stderr
+    assert "is the server running at --base-url and serving --model?" in result.stderr
+    assert len(fake.requests) <= 3  # the 2 in flight and at most one more: no retries, no other units
+
+
+def test_a_spent_openai_quota_stops_with_what_was_spent_and_keeps_the_rows(tmp_path, tiny_model):
+    write_papers(tmp_path / "papers.json", papers=4)
+    with FakeOpenAI(OpenAIFaults(quota_after=3), api_key=KEY) as fake:
+        result = run_script(
+            openai_args(tmp_path, fake.base_url, tiny_model, "--concurrency", "1"), {"OPENAI_API_KEY": KEY}
+        )
+    assert result.returncode == 1 and "the quota is spent (insufficient_quota)" in result.stderr
+    assert "add credit or raise the limit" in result.stderr and "3 units done this run" in result.stderr
+    assert len(rows(tmp_path / "data" / "eli5.jsonl")) == 3 and len(fake.requests) == 4
+
+
+def test_a_server_that_ignores_the_schema_is_recorded_unit_by_unit_and_the_run_fails(tmp_path, tiny_model):
+    write_papers(tmp_path / "papers.json", papers=2)  # 12 units
+    with FakeOpenAI(OpenAIFaults(free_text=1.0), api_key=KEY) as fake:
+        result = run_script(
+            openai_args(tmp_path, fake.base_url, tiny_model, "--quality-attempts", "2"), {"OPENAI_API_KEY": KEY}
+        )
+    failures = rows(tmp_path / "data" / "sdg_failures.jsonl")
+    assert result.returncode == 1 and "no unit succeeded" in result.stderr and "Traceback" not in result.stderr
+    assert len(failures) == 12 and {f["reason"] for f in failures} == {"invalid_json:json_invalid"}
+    assert len(fake.requests) == 24  # each unit asked --quality-attempts times, then recorded
+    assert "0 ok, 12 failed (12 invalid_json)" in result.stdout
+
+
+def test_openai_requests_carry_a_strict_json_schema():
+    schema = teachers.strict_json_schema(answers_schema(load_personas()))
+    eli5 = schema["$defs"]["Eli5Answer"]
+    assert schema["additionalProperties"] is False and eli5["additionalProperties"] is False
+    assert eli5["required"] == ["analogy", "explanation"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_the_real_mlx_lm_server_which_ignores_response_format_is_recorded_not_a_crash(tmp_path, tiny_model):
+    """mlx_lm.server speaks the OpenAI protocol but silently drops response_format: a random model answers noise,
+    cut at --max-output-tokens. sdg.py records each unit's failure and exits 1; nothing crashes."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlx_lm", "server", "--model", str(tiny_model), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=1)
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, "mlx_lm.server did not start"
+                time.sleep(0.3)
+        write_papers(tmp_path / "papers.json", papers=1)
+        args = openai_args(tmp_path, f"http://127.0.0.1:{port}/v1", tiny_model, model=str(tiny_model))
+        args += ["--max-output-tokens", "48", "--limit", "3", "--quality-attempts", "1"]
+        result = run_script(args)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    failures = rows(tmp_path / "data" / "sdg_failures.jsonl")
+    assert result.returncode == 1 and "no unit succeeded" in result.stderr and "Traceback" not in result.stderr
+    assert len(failures) == 3 and all(f["reason"] in ("max_tokens", "invalid_json:json_invalid") for f in failures)
+    run = json.loads((tmp_path / "data" / "sdg_stats.json").read_text())["runs"][-1]
+    assert run["teacher"] == "openai" and run["requests"] == 3 and run["candidates_tokens"] > 0
+
+
+def test_mlx_teacher_gives_only_schema_valid_answers_from_a_random_model(tmp_path, tiny_model):
+    """No key and no server: the tiny random Llama, constrained by llguidance, answers every unit with JSON the
+    schema accepts, eight sequences decoded together."""
+    write_papers(tmp_path / "papers.json", papers=3)  # 18 units
+    args = ["--teacher", "mlx", "--model", str(tiny_model), "--papers", str(tmp_path / "papers.json")]
+    args += ["--out-dir", str(tmp_path / "data"), "--tokenizer", str(tiny_model), "--max-output-tokens", "600"]
+    assert sdg.main([*args, "--quality-attempts", "1"]) == 0
+    data = tmp_path / "data"
+    assert not (data / "sdg_failures.jsonl").read_text()  # one attempt each, and not one failure
+    for persona in ("eli5", "intuitive", "executive"):
+        assert len(rows(data / f"{persona}.jsonl")) == 18
+    run = json.loads((data / "sdg_stats.json").read_text())["runs"][-1]
+    assert run["teacher"] == "mlx" and run["done"] == 18 and run["cost_usd"] == 0 and run["requests"] == 18
+
+
+def test_the_grammar_bounds_every_field_so_the_answer_always_closes():
+    schema = answers_schema(load_personas()).model_json_schema()
+    grammar = teachers.lark_grammar(schema, string_max_tokens=77)
+    assert teachers.string_fields(schema) == 6 and grammar.count("[max_tokens=77]") == 6
+    assert '"\\"eli5\\":"' in grammar and "{39,}" in grammar  # keys in order, 40 characters at least
+    from llguidance import LLMatcher
+
+    assert LLMatcher.validate_grammar(LLMatcher.grammar_from_lark(grammar)) == ""
+    with pytest.raises(ValueError, match="cannot constrain a 'integer' field"):
+        teachers.lark_grammar({"type": "object", "properties": {"n": {"type": "integer"}}}, 10)
+
+
+def test_without_any_key_the_error_names_the_local_teacher(tmp_path, tiny_model):
+    write_papers(tmp_path / "papers.json", papers=1)
+    result = run_script(["--papers", str(tmp_path / "papers.json"), "--tokenizer", str(tiny_model)])
+    assert result.returncode == 1 and "--teacher mlx --model PATH_OR_HF_ID" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (["--teacher", "openai", "--model", "m"], "--teacher openai needs --base-url"),
+        (["--teacher", "openai", "--base-url", "localhost:8000/v1", "--model", "m"], "is not an http(s) URL"),
+        (["--teacher", "mlx"], "--teacher mlx needs --model"),
+    ],
+)
+def test_teacher_settings_are_checked_before_anything_runs(tmp_path, args, said):
+    result = run_script([*args, "--papers", str(tmp_path / "missing.json")])
+    assert result.returncode == 2 and said in result.stderr

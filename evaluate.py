@@ -34,6 +34,7 @@ Metrics per answer; every mean comes with a 95% bootstrap interval and its sampl
 """
 
 import argparse
+import asyncio
 import dataclasses
 import json
 import logging
@@ -43,6 +44,9 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel
 
 from common import (
     MAX_TOKENS,
@@ -60,7 +64,7 @@ from common import (
 from models import PersonaModel, adapter_configs, default_model, generate
 from personas import DEFAULT_FILE as DEFAULT_PERSONAS_FILE
 from personas import Persona, load_personas, section_text, select
-from teachers import DEFAULT_MODEL, PRICE_INPUT, PRICE_OUTPUT, RETRYABLE, api_key, classify, make_client, wait_for
+from teachers import TEACHERS, Teacher, TeacherOptions, Usage, make_teacher, retrying
 
 log = logging.getLogger("evaluate")
 
@@ -104,8 +108,8 @@ class Settings:
     max_seq_length: int
     seed: int
     out: Path
-    judge: str | None
-    judge_model: str
+    judge: str | None  # a teacher name, or None: no judge
+    judge_model: str | None  # None: the teacher's default
     base_url: str | None
     yes: bool
     verbose: bool
@@ -445,23 +449,27 @@ JUDGE_INSTRUCTION = (
 )
 
 
-def judge_pairs(client, model: str, persona: Persona, pairs: list[tuple[str, str, str]]) -> dict[str, list[float]]:
-    """Per pair, the adapter's score against the prompted base for accuracy and style. Each pair is judged twice,
-    with A and B swapped, to cancel position bias; a tie or a split decision counts half."""
-    from google.genai import types
+class Verdict(BaseModel):
+    """The judge's answer for one ordered pair."""
 
-    config = types.GenerateContentConfig(
-        system_instruction=JUDGE_INSTRUCTION.format(rubric=persona.instructions),
-        response_mime_type="application/json",
-        temperature=0.0,
-        thinking_config=types.ThinkingConfig(thinking_budget=0),
-    )
+    accuracy: Literal["A", "B", "tie"]
+    style: Literal["A", "B", "tie"]
+
+
+async def judge_pairs(teacher: Teacher, persona: Persona, pairs: list[tuple[str, str, str]]) -> dict[str, list[float]]:
+    """Per pair, the adapter's score against the prompted base for accuracy and style. Each pair is judged twice,
+    with A and B swapped, to cancel position bias; a tie or a split decision counts half. Calls are retried as
+    step 2 retries them (teachers.retrying): only what the teacher calls retryable, waiting what the server asks."""
+    system = JUDGE_INSTRUCTION.format(rubric=persona.instructions)
     scores = {"judge_accuracy": [], "judge_style": []}
     for prompt, prompted, adapter in pairs:
         totals = {"accuracy": 0.0, "style": 0.0}
         for first, second, adapter_is in ((prompted, adapter, "B"), (adapter, prompted, "A")):
             contents = f"Request:\n{prompt}\n\nAnswer A:\n{first}\n\nAnswer B:\n{second}"
-            decision = json.loads(ask_with_retries(client, model, contents, config).text or "{}")
+            async for attempt in retrying(teacher, max_retries=6):
+                with attempt:
+                    reply = await teacher.ask(system, contents, Verdict)
+            decision = json.loads(reply.text or "{}")
             for aspect in totals:
                 winner = str(decision.get(aspect) or "tie").strip()
                 totals[aspect] += 0.5 if winner == "tie" else float(winner == adapter_is)
@@ -470,25 +478,10 @@ def judge_pairs(client, model: str, persona: Persona, pairs: list[tuple[str, str
     return scores
 
 
-def ask_with_retries(client, model: str, contents: str, config):
-    """One judge call, retried as step 2 retries: only what teachers.classify() calls retryable, RetryInfo
-    honoured, backoff with jitter."""
-    import tenacity
-
-    for attempt in tenacity.Retrying(
-        stop=tenacity.stop_after_attempt(6),
-        wait=wait_for,
-        retry=tenacity.retry_if_exception(lambda e: classify(e) == RETRYABLE),
-        reraise=True,
-    ):
-        with attempt:
-            return client.models.generate_content(model=model, contents=contents, config=config)
-
-
-def judge_cost(pairs_count: int, prompt_chars: int) -> float:
+def judge_cost(teacher: Teacher, pairs_count: int, prompt_chars: int) -> float:
     """Rough USD for 2 judge calls per pair: prompt and both answers in, a few tokens out."""
-    input_tokens = 2 * (prompt_chars / 4 + pairs_count * 400)
-    return input_tokens * PRICE_INPUT / 1e6 + 2 * pairs_count * 20 * PRICE_OUTPUT / 1e6
+    input_tokens = int(2 * (prompt_chars / 4 + pairs_count * 400))
+    return teacher.prices.cost(Usage(input=input_tokens, output=2 * pairs_count * 20))
 
 
 def maybe_judge(answers: dict, held_out: dict, personas, settings: Settings) -> dict[str, dict[str, list[float]]]:
@@ -502,21 +495,37 @@ def maybe_judge(answers: dict, held_out: dict, personas, settings: Settings) -> 
         ]
         for p in personas
     }
+    kind = TEACHERS[settings.judge]
+    options = TeacherOptions(
+        model=settings.judge_model or kind.default_model,
+        base_url=settings.base_url or (os.environ.get(kind.base_url_env) if kind.base_url_env else None),
+        temperature=0.0,
+        max_output_tokens=64,
+    )
+    teacher = make_teacher(settings.judge, options)
+    if teacher.problem():
+        die(f"the judge: {teacher.problem()}")
     n_pairs = sum(len(rows) for rows in pairs.values())
-    cost = judge_cost(n_pairs, sum(len(prompt) for rows in pairs.values() for prompt, _, _ in rows))
-    print(f"judge: {2 * n_pairs:,} Gemini calls, estimated ${cost:.3f}", file=sys.stderr)
+    cost = judge_cost(teacher, n_pairs, sum(len(prompt) for rows in pairs.values() for prompt, _, _ in rows))
+    print(f"judge: {2 * n_pairs:,} {teacher.name} calls, estimated ${cost:.3f}", file=sys.stderr)
     if not settings.yes and input("run the judge? [y/N] ").strip().lower() != "y":
         return {}
-    if not api_key():
-        die("the judge needs GEMINI_API_KEY")
-    client = make_client(timeout_s=120, base_url=settings.base_url)
-    scores = {}
-    for persona in personas:
+    if teacher.key_problem():
+        die(f"the judge: {teacher.key_problem()}")
+
+    async def judge_all():
+        scores = {}
         try:
-            scores[persona.name] = judge_pairs(client, settings.judge_model, persona, pairs[persona.name])
-        except Exception as e:  # the generated results are kept; only this persona's judge score is missing
-            log.warning("judge failed for %s, reporting without it: %s: %s", persona.name, type(e).__name__, e)
-    return scores
+            for persona in personas:
+                try:
+                    scores[persona.name] = await judge_pairs(teacher, persona, pairs[persona.name])
+                except Exception as e:  # the generated results are kept; only this persona's judge score is missing
+                    log.warning("judge failed for %s, reporting without it: %s: %s", persona.name, type(e).__name__, e)
+        finally:
+            await teacher.aclose()
+        return scores
+
+    return asyncio.run(judge_all())
 
 
 # ----------------------------------------------------------------------------- report
@@ -630,12 +639,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0, help="sampling and bootstrap seed (default: %(default)s)")
     p.add_argument("--out", type=Path, default=Path("reports"), help="(default: %(default)s)")
-    p.add_argument("--judge", choices=["gemini"], help="also ask Gemini which answer is more accurate and in style")
-    p.add_argument("--judge-model", default=DEFAULT_MODEL, help="(default: %(default)s)")
+    p.add_argument(
+        "--judge",
+        choices=sorted(TEACHERS),
+        help="also ask a teacher (as in sdg.py --teacher) which answer is more accurate and in style",
+    )
+    p.add_argument("--judge-model", help="the judge's model (default: gemini-2.5-flash for gemini)")
     p.add_argument(
         "--base-url",
-        default=os.environ.get("GEMINI_BASE_URL"),
-        help="Gemini-compatible endpoint for the judge (env GEMINI_BASE_URL)",
+        help="the judge's endpoint: Gemini-compatible (env GEMINI_BASE_URL) or OpenAI-compatible (env OPENAI_BASE_URL)",
     )
     p.add_argument("--yes", action="store_true", help="run the judge without asking to confirm its cost")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")

@@ -283,4 +283,24 @@ def test_judge_swaps_positions_so_a_position_biased_judge_scores_even(smoke_run,
     # "always A" wins once for each side of every pair, for accuracy and for style alike
     assert result["judge_accuracy"]["mean"] == 0.5 and result["judge_style"]["mean"] == 0.5
     assert result["judge_accuracy"]["n"] == 3
-    assert "judge: 6 Gemini calls, estimated $" in capsys.readouterr().err
+    assert "judge: 6 gemini calls, estimated $" in capsys.readouterr().err
+
+
+def test_any_teacher_can_judge_here_an_openai_compatible_server_and_a_local_mlx_model(smoke_run, tmp_path, capsys):
+    """The judge goes through the same teacher interface as step 2: a position-biased OpenAI-compatible judge
+    scores even, and the tiny model judging under the verdict grammar gives a verdict for every pair."""
+    from fake_openai import FakeOpenAI
+
+    work, _ = smoke_run
+    with FakeOpenAI(api_key="no-key") as fake:  # a local server: the client sends a placeholder key
+        args = ["--personas", "eli5", "--judge", "openai", "--judge-model", "teacher-1", "--base-url", fake.base_url]
+        assert evaluate.main(eval_args(work, tmp_path / "openai", *args, "--yes")) == 0
+        assert len(fake.requests) == 6
+    summary = json.loads((tmp_path / "openai" / "eval.json").read_text())["personas"]["eli5"]["systems"]
+    assert summary["adapter"]["summary"]["judge_accuracy"]["mean"] == 0.5
+    args = ["--personas", "eli5", "--judge", "mlx", "--judge-model", str(work / "tiny-llama"), "--yes"]
+    assert evaluate.main(eval_args(work, tmp_path / "mlx", *args)) == 0
+    summary = json.loads((tmp_path / "mlx" / "eval.json").read_text())["personas"]["eli5"]["systems"]
+    judged = summary["adapter"]["summary"]["judge_style"]
+    assert judged["n"] == 3 and 0 <= judged["mean"] <= 1
+    assert "judge: 6 mlx calls, estimated $0.000" in capsys.readouterr().err

@@ -64,7 +64,7 @@ from common import (
 from models import PersonaModel, adapter_configs, default_model, generate
 from personas import DEFAULT_FILE as DEFAULT_PERSONAS_FILE
 from personas import Persona, load_personas, section_text, select
-from teachers import TEACHERS, Teacher, TeacherOptions, Usage, make_teacher, retrying
+from teachers import ASKING_TEACHERS, TEACHERS, Teacher, TeacherOptions, Usage, make_teacher, retrying
 
 log = logging.getLogger("evaluate")
 
@@ -641,7 +641,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("reports"), help="(default: %(default)s)")
     p.add_argument(
         "--judge",
-        choices=sorted(TEACHERS),
+        choices=ASKING_TEACHERS,
         help="also ask a teacher (as in sdg.py --teacher) which answer is more accurate and in style",
     )
     p.add_argument("--judge-model", help="the judge's model (default: gemini-2.5-flash for gemini)")

@@ -176,6 +176,29 @@ def answers_schema(personas: tuple[Persona, ...]):
     return create_model("PersonaAnswers", **{p.name: (p.schema, ...) for p in personas})
 
 
+NUMBER_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
+
+
+def system_instruction(personas: tuple[Persona, ...]) -> str:
+    """What the teacher is told once per request: the task, then each persona's instructions."""
+    count = NUMBER_WORDS[len(personas)] if len(personas) < len(NUMBER_WORDS) else str(len(personas))
+    ranges = {f.words for p in personas for f in p.fields}
+    if len(ranges) == 1:
+        (low, high) = ranges.pop()
+        length, per_persona = f"Keep every field to {low}-{high} words", {p.name: "" for p in personas}
+    else:
+        length = "Keep each field to the words given for it"
+        per_persona = {
+            p.name: " Fields: " + ", ".join(f"{f.name} {f.words[0]}-{f.words[1]} words" for f in p.fields) + "."
+            for p in personas
+        }
+    return (
+        f"You turn one section of a research paper into training data for {count} explainer personas. Answer only "
+        f"from the text. {length}, in plain prose without headings.\n\n"
+        + "\n\n".join(f"{p.name}: {p.instructions}{per_persona[p.name]}" for p in personas)
+    )
+
+
 def section_text(user_message: str, personas: tuple[Persona, ...]) -> str:
     """The section a training prompt is about: the prompt without its persona prefix.
 

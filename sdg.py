@@ -48,10 +48,12 @@ from common import (
     write_jsonl,
 )
 from personas import DEFAULT_FILE as DEFAULT_PERSONAS_FILE
-from personas import Persona, answers_schema, load_personas
+from personas import Persona, answers_schema, load_personas, system_instruction
 from teachers import (
     DAILY_QUOTA,
     DEFAULT_MODEL,
+    GEMINI_BATCH_PRICES,
+    GEMINI_PRICES,
     MIN_STRING_CHARS,
     RETRYABLE,
     SYSTEMIC,
@@ -62,6 +64,7 @@ from teachers import (
     Teacher,
     TeacherOptions,
     Usage,
+    make_client,
     make_teacher,
     retrying,
 )
@@ -78,7 +81,6 @@ BLOCK_REASONS = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPI
     "CONTENT_FILTER",
     "REFUSAL",
 }
-NUMBER_WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 
 
 @dataclass(frozen=True)
@@ -105,30 +107,10 @@ class Settings:
     price_cached: float | None
     limit: int
     dry_run: bool
+    batch_size: int
+    poll_interval: float
+    no_wait: bool
     verbose: bool
-
-
-# ----------------------------------------------------------------------------- the teacher's prompt
-
-
-def system_instruction(personas: tuple[Persona, ...]) -> str:
-    """What the teacher is told once per request: the task, then each persona's instructions."""
-    count = NUMBER_WORDS[len(personas)] if len(personas) < len(NUMBER_WORDS) else str(len(personas))
-    ranges = {f.words for p in personas for f in p.fields}
-    if len(ranges) == 1:
-        (low, high) = ranges.pop()
-        length, per_persona = f"Keep every field to {low}-{high} words", {p.name: "" for p in personas}
-    else:
-        length = "Keep each field to the words given for it"
-        per_persona = {
-            p.name: " Fields: " + ", ".join(f"{f.name} {f.words[0]}-{f.words[1]} words" for f in p.fields) + "."
-            for p in personas
-        }
-    return (
-        f"You turn one section of a research paper into training data for {count} explainer personas. Answer only "
-        f"from the text. {length}, in plain prose without headings.\n\n"
-        + "\n\n".join(f"{p.name}: {p.instructions}{per_persona[p.name]}" for p in personas)
-    )
 
 
 # ----------------------------------------------------------------------------- the quality gate
@@ -345,21 +327,13 @@ class Stats:
         return prices_of(settings).cost(self.usage())
 
 
-class Generator:
-    """Sends units to the teacher under a smooth client-side rate limit, with retries, and writes rows as they
-    finish. The same for every teacher: what differs is behind Teacher.ask and Teacher.classify."""
+class Writer:
+    """Where answers become rows, for every teacher alike: a unit's rows are appended and flushed as it
+    finishes, once per persona (a unit cut short by a kill is completed, never duplicated), and a failure is
+    recorded with its reason. Counts go to `stats`, progress to the bar."""
 
-    def __init__(self, teacher: Teacher, settings: Settings, personas, done: dict[str, set[str]], stats, progress):
-        from aiolimiter import AsyncLimiter
-
-        self.teacher, self.settings, self.done, self.stats, self.progress = teacher, settings, done, stats, progress
-        self.personas, self.schema = personas, answers_schema(personas)
-        self.system = system_instruction(personas)
-        self.streak = ("", 0)  # (signature of the last non-retryable failure, units in a row that had it)
-        # One request per 60/rpm seconds: a bucket of one never bursts, so no 60 s window exceeds --rpm.
-        self.rate = AsyncLimiter(1, 60.0 / settings.rpm) if settings.rpm else None
-        self.tokens = AsyncLimiter(settings.tpm, 60.0) if settings.tpm else None
-        self.slots = asyncio.Semaphore(settings.concurrency)
+    def __init__(self, settings: Settings, personas, done: dict[str, set[str]], stats: Stats, progress):
+        self.settings, self.personas, self.done, self.stats, self.progress = settings, personas, done, stats, progress
         out = settings.out_dir
         # Append-only logs, kept open for the run and closed in close(); each record is flushed as it is written.
         self.files = {p.name: open(out / f"{p.name}.jsonl", "a", encoding="utf-8") for p in personas}  # noqa: SIM115
@@ -369,13 +343,59 @@ class Generator:
         for f in [*self.files.values(), self.failures]:
             f.close()
 
+    def is_done(self, key: str) -> bool:
+        return all(key in self.done[p.name] for p in self.personas)
+
+    def write(self, unit: Unit, answers: BaseModel, model_version: str | None) -> None:
+        for persona in self.personas:
+            if unit.key not in self.done[persona.name]:  # a unit cut short by a kill is completed, not duplicated
+                f = self.files[persona.name]
+                f.write(dump_jsonl_line(make_row(persona, unit, answers, self.settings.model, model_version)))
+                f.flush()
+                self.done[persona.name].add(unit.key)
+        self.stats.done += 1
+        self.tick()
+
+    def record_failure(self, unit: Unit, reason: str) -> None:
+        kind = reason.split(":")[0]
+        self.stats.failures[kind] = self.stats.failures.get(kind, 0) + 1
+        self.stats.failed += 1
+        record = {"key": unit.key, "paper_id": unit.paper_id, "section": unit.section, "chunk": unit.chunk}
+        self.failures.write(dump_jsonl_line({**record, "reason": reason}))
+        self.failures.flush()
+        self.tick()
+
+    def tick(self) -> None:
+        self.progress.update(1)
+        self.tick_postfix()
+
+    def tick_postfix(self) -> None:
+        self.progress.set_postfix(done=self.stats.done, failed=self.stats.failed, retrying=self.stats.retrying)
+
+
+class Generator:
+    """Sends units to the teacher under a smooth client-side rate limit, with retries, and hands each answer to
+    the gate and the writer. The same for every teacher: what differs is behind Teacher.ask and .classify."""
+
+    def __init__(self, teacher: Teacher, settings: Settings, personas, writer: Writer):
+        from aiolimiter import AsyncLimiter
+
+        self.teacher, self.settings, self.writer, self.stats = teacher, settings, writer, writer.stats
+        self.personas, self.schema = personas, answers_schema(personas)
+        self.system = system_instruction(personas)
+        self.streak = ("", 0)  # (signature of the last non-retryable failure, units in a row that had it)
+        # One request per 60/rpm seconds: a bucket of one never bursts, so no 60 s window exceeds --rpm.
+        self.rate = AsyncLimiter(1, 60.0 / settings.rpm) if settings.rpm else None
+        self.tokens = AsyncLimiter(settings.tpm, 60.0) if settings.tpm else None
+        self.slots = asyncio.Semaphore(settings.concurrency)
+
     async def call(self, unit: Unit) -> Reply:
         """One request, bounded by --timeout as a whole when it goes over the network; every attempt, retries
         included, waits its turn at the rate limiter. Only what the teacher calls retryable is retried."""
 
         def count_retry(state):
             self.stats.retrying += 1
-            self.progress.set_postfix(done=self.stats.done, failed=self.stats.failed, retrying=self.stats.retrying)
+            self.writer.tick_postfix()
 
         async for attempt in retrying(self.teacher, self.settings.max_retries, before_sleep=count_retry):
             with attempt:
@@ -425,43 +445,11 @@ class Generator:
                 answers, reason = parse_response(reply, self.schema, self.personas, unit.text)
                 if answers is not None:
                     self.streak = ("", 0)
-                    self.write(unit, answers, reply.model_version)
+                    self.writer.write(unit, answers, reply.model_version)
                     return
                 if reason.startswith("blocked_prompt"):
                     break  # the same prompt is blocked again: do not pay to hear it twice
-            self.record_failure(unit, reason)
-
-    def write(self, unit: Unit, answers: BaseModel, model_version: str | None) -> None:
-        for persona in self.personas:
-            if unit.key not in self.done[persona.name]:  # a unit cut short by a kill is completed, not duplicated
-                f = self.files[persona.name]
-                f.write(dump_jsonl_line(make_row(persona, unit, answers, self.settings.model, model_version)))
-                f.flush()
-                self.done[persona.name].add(unit.key)
-        self.stats.done += 1
-        self.tick()
-
-    def record_failure(self, unit: Unit, reason: str) -> None:
-        kind = reason.split(":")[0]
-        self.stats.failures[kind] = self.stats.failures.get(kind, 0) + 1
-        self.stats.failed += 1
-        self.failures.write(
-            dump_jsonl_line(
-                {
-                    "key": unit.key,
-                    "paper_id": unit.paper_id,
-                    "section": unit.section,
-                    "chunk": unit.chunk,
-                    "reason": reason,
-                }
-            )
-        )
-        self.failures.flush()
-        self.tick()
-
-    def tick(self) -> None:
-        self.progress.update(1)
-        self.progress.set_postfix(done=self.stats.done, failed=self.stats.failed, retrying=self.stats.retrying)
+            self.writer.record_failure(unit, reason)
 
     async def run(self, units: list[Unit]) -> None:
         tasks = [asyncio.create_task(self.run_unit(u)) for u in units]
@@ -559,6 +547,16 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--price-cached", type=float, help="USD per 1M cached input tokens (default: as above)")
     gen.add_argument("--limit", type=int, default=0, help="process at most N pending units; 0 = all")
     gen.add_argument("--dry-run", action="store_true", help="count units, tokens and cost; call nothing")
+    batch = p.add_argument_group("--teacher gemini-batch")
+    batch.add_argument("--batch-size", type=int, default=10000, help="units per batch job (default: %(default)s)")
+    batch.add_argument(
+        "--poll-interval", type=float, default=30, help="seconds between job state checks (default: %(default)s)"
+    )
+    batch.add_argument(
+        "--no-wait",
+        action="store_true",
+        help="submit (and collect what has finished), then exit; rerun later to collect the rest",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
 
@@ -663,6 +661,10 @@ def dry_run(units: list[Unit], tokenizer, settings: Settings, personas: tuple[Pe
         f"dry run: {len(units):,} units to generate with {settings.teacher} {settings.model}, ~{inputs:,} input "
         f"tokens, ~{outputs:,} output tokens, ~${cost:.2f} at ${prices.input:g}/${prices.output:g} per 1M, {pace}"
     )
+    if settings.teacher in ("gemini", "gemini-batch"):
+        online = GEMINI_PRICES.cost(Usage(input=inputs, output=outputs))
+        batch = GEMINI_BATCH_PRICES.cost(Usage(input=inputs, output=outputs))
+        print(f"  Gemini list prices: online ~${online:.2f}, --teacher gemini-batch ~${batch:.2f} (within 24 h)")
 
 
 def with_teacher_defaults(settings: Settings) -> Settings:
@@ -700,6 +702,8 @@ def check_settings(settings: Settings, personas: tuple[Persona, ...], teacher: T
     """Usage mistakes, and settings the teacher would reject on every request, before any request is made."""
     if settings.concurrency < 1 or settings.quality_attempts < 1 or settings.timeout <= 0:
         parser.error("--concurrency, --quality-attempts and --timeout must be positive")
+    if settings.batch_size < 1 or settings.poll_interval <= 0:
+        parser.error("--batch-size and --poll-interval must be positive")
     if settings.limit < 0 or settings.max_retries < 0 or settings.rpm < 0:
         parser.error("--limit, --max-retries and --rpm must be 0 or more")
     smallest = min_max_tokens(personas)
@@ -762,15 +766,20 @@ def generate_all(settings: Settings, personas, teacher: Teacher, units: list[Uni
         die(str(e))
     pending = [u for u in units if any(u.key not in done[p.name] for p in personas)]
     finished = len(units) - len(pending)
-    pending = pending[: settings.limit or None]
+    if not teacher.batch:  # a batch run applies --limit to what is neither done nor in flight
+        pending = pending[: settings.limit or None]
     log.info("skipping %d units already done; %d to generate", finished, len(pending))
-    stats, outcome, stop_message = Stats(), "complete", None
+    stats, outcome, stop_message, note = Stats(), "complete", None, ""
     try:
-        if pending:
+        if teacher.batch:
+            note = generate_in_batches(settings, personas, teacher, units, pending, done, stats)
+        elif pending:
             asyncio.run(generate(pending, settings, personas, teacher, done, stats))
     except KeyboardInterrupt:
         outcome = "interrupted"
         stop_message = f"interrupted: finished units are saved in {settings.out_dir}/; rerun the same command to resume"
+        if teacher.batch:
+            stop_message += "; submitted batch jobs keep running at Google and are collected by the rerun"
     except FatalAPIError as e:
         outcome = f"stopped: {e}"
         left = len(pending) - stats.done - stats.failed
@@ -792,6 +801,8 @@ def generate_all(settings: Settings, personas, teacher: Teacher, units: list[Uni
         f"{stats.prompt_tokens + stats.candidates_tokens + stats.thoughts_tokens:,} tokens, "
         f"${stats.cost(settings):.4f} in {stats.seconds():,.1f} s -> {settings.out_dir}/"
     )
+    if note:
+        print(note)
     if pending and stats.done == 0 and stats.failed:
         die(f"no unit succeeded; the reasons are in {settings.out_dir}/sdg_failures.jsonl")
     return 0
@@ -801,12 +812,132 @@ async def generate(units: list[Unit], settings: Settings, personas, teacher: Tea
     from tqdm import tqdm
 
     with tqdm(total=len(units), desc="generate", unit="unit") as progress:
-        generator = Generator(teacher, settings, personas, done, stats, progress)
+        writer = Writer(settings, personas, done, stats, progress)
         try:
-            await generator.run(units)
+            await Generator(teacher, settings, personas, writer).run(units)
         finally:
-            generator.close()
+            writer.close()
             await teacher.aclose()
+
+
+def generate_in_batches(settings: Settings, personas, teacher: Teacher, units, pending, done, stats: Stats) -> str:
+    """The Gemini Batch API run (see gemini_batch.py for the protocol and why each step is journaled): settle every
+    job a previous run left unfinished, submit what is neither done nor in flight, then wait for the jobs and
+    write their results through the same gate and writer as online answers. Returns a note for the summary."""
+    import tempfile
+
+    from tqdm import tqdm
+
+    from gemini_batch import JOURNAL, BatchAPI, Journal, new_job, request_line
+
+    journal = Journal.read(settings.out_dir / JOURNAL)
+    api = BatchAPI(teacher, lambda: make_client(settings.timeout, settings.base_url))
+    for job in journal.unsettled():  # 1. a job whose create we never heard back from is looked up, not re-sent
+        if job.status == "submitting":
+            job.job = api.find(job.display_name)
+            journal.append("created" if job.job else "abandoned", job)
+            log.info("%s: %s", job.display_name, f"found as {job.job}" if job.job else "never reached the server")
+    in_flight = journal.in_flight_keys()
+    to_submit = [u for u in pending if u.key not in in_flight][: settings.limit or None]
+    schema, system = answers_schema(personas), system_instruction(personas)
+    json_schema = schema.model_json_schema()
+    options = teacher_options(settings)
+    for start in range(0, len(to_submit), settings.batch_size):  # 2. submit
+        chunk = to_submit[start : start + settings.batch_size]
+        job = new_job([u.key for u in chunk])
+        with tempfile.TemporaryDirectory() as folder:
+            requests = Path(folder) / f"{job.display_name}.jsonl"
+            with open(requests, "w", encoding="utf-8") as f:
+                for unit in chunk:
+                    line = request_line(unit.key, system, request_text(unit), json_schema, options)
+                    f.write(dump_jsonl_line(line))
+            journal.append("submitting", job)
+            try:
+                file_name = api.upload(requests)
+            except FatalAPIError:
+                journal.append("abandoned", job)  # nothing was created: the units stay pending
+                raise
+            job.job = api.create(file_name, job.display_name)
+        journal.append("created", job)
+        stats.requests += len(chunk)
+        log.info("submitted %d units as %s", len(chunk), job.job)
+    waiting = journal.unsettled()
+    this_run = {job.display_name for job in waiting}  # the jobs this run waits for, old and new
+    total = sum(len(job.keys) for job in waiting)
+    with tqdm(total=total, desc="batch", unit="unit") as progress:
+        writer = Writer(settings, personas, done, stats, progress)
+        try:
+            while waiting:  # 3. wait and collect
+                for job in waiting:
+                    collect_job(api, journal, job, writer, settings, personas, units, progress)
+                waiting = journal.unsettled()
+                if not waiting or settings.no_wait:
+                    break
+                time.sleep(settings.poll_interval)
+        finally:
+            writer.close()
+    ended = [job for job in journal.jobs.values() if job.status == "ended" and job.display_name in this_run]
+    if ended and stats.done == 0 and not waiting:
+        states = ", ".join(sorted({journal.states.get(job.display_name, "ended") for job in ended}))
+        raise FatalAPIError(f"every batch job ended without results ({states}); rerun to submit their units again")
+    notes = []
+    if waiting:
+        keys = sum(len(job.keys) for job in waiting)
+        names = ", ".join(job.job or job.display_name for job in waiting)
+        notes.append(
+            f"{keys:,} units in flight in {len(waiting)} batch job(s) ({names}); rerun the same command to collect"
+        )
+    if ended:
+        keys = sum(len(job.keys) for job in ended)
+        notes.append(
+            f"{keys:,} units of {len(ended)} job(s) that ended without results are pending again; rerun to resubmit"
+        )
+    return "\n".join(notes)
+
+
+def collect_job(api, journal, job, writer: Writer, settings: Settings, personas, units, progress) -> None:
+    """One look at a job: write its results if it has succeeded, return its units to pending if it ended without
+    results, else leave it running. Each result is written once: a unit already written (a kill cut an earlier
+    collection short) is skipped, and so is a result whose unit's text changed while the job ran."""
+    from gemini_batch import ENDED_WITHOUT_RESULTS, SUCCEEDED, result_lines, result_of
+
+    state, results, message = api.status(job.job)
+    progress.set_postfix(job=job.job, state=state.removeprefix("JOB_STATE_").lower())
+    if state in ENDED_WITHOUT_RESULTS:
+        log.warning("%s ended %s%s: its %d units return to pending", job.job, state, f" ({message})", len(job.keys))
+        journal.append("ended", job, state=state, message=message)
+        return
+    if state != SUCCEEDED:
+        return
+    by_key = {u.key: u for u in units}
+    schema = answers_schema(personas)
+    ours, seen, usage = set(job.keys), set(), Usage()
+    written = failed = 0
+    for line in result_lines(api.download(results)):
+        key, reply, reason = result_of(line)
+        if key not in ours or key in seen:
+            continue  # not a unit of this job, or a second copy of its result
+        seen.add(key)
+        if reply is not None:
+            usage = Usage(*(a + b for a, b in zip(vars(usage).values(), vars(reply.usage).values(), strict=True)))
+            writer.stats.add_usage(reply.usage)
+        unit = by_key.get(key)
+        if unit is None or writer.is_done(key):
+            continue
+        if reply is not None:
+            answers, reason = parse_response(reply, schema, personas, unit.text)
+            if answers is not None:
+                writer.write(unit, answers, reply.model_version)
+                written += 1
+                continue
+        writer.record_failure(unit, reason)
+        failed += 1
+    for key in ours - seen:
+        if key in by_key and not writer.is_done(key):
+            writer.record_failure(by_key[key], "missing_result")
+            failed += 1
+    cost = round(prices_of(settings).cost(usage), 6)
+    journal.append("collected", job, usage=vars(usage), cost_usd=cost, written=written, failed=failed)
 
 
 if __name__ == "__main__":

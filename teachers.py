@@ -259,6 +259,7 @@ class Teacher:
     prices = FREE
     default_rpm = 0.0  # requests per minute when --rpm is not given; 0 = no client-side limit
     remote = True  # a network call, bounded by --timeout as a whole; a local model is not
+    batch = False  # answers come back from a job later (gemini_batch.py), not from ask()
     fix_hint = "Fix the cause and rerun; finished rows are kept."
     quota_hint = "Rerun when the quota is restored; it resumes."
 
@@ -355,6 +356,16 @@ class GeminiTeacher(Teacher):
 
     def classify(self, error: BaseException) -> str:
         return classify(error)
+
+
+class GeminiBatchTeacher(GeminiTeacher):
+    """Gemini through the Batch API: the same model, key and error classes, half the price. sdg.py runs it with
+    gemini_batch.py instead of asking unit by unit."""
+
+    name = "gemini-batch"
+    prices = GEMINI_BATCH_PRICES
+    default_rpm = 0.0
+    batch = True
 
 
 def gemini_reply(response) -> Reply:
@@ -744,7 +755,8 @@ class MLXTeacher(Teacher):
             self.generator.close()
 
 
-TEACHERS = {teacher.name: teacher for teacher in (GeminiTeacher, OpenAITeacher, MLXTeacher)}
+TEACHERS = {teacher.name: teacher for teacher in (GeminiTeacher, GeminiBatchTeacher, OpenAITeacher, MLXTeacher)}
+ASKING_TEACHERS = sorted(name for name, teacher in TEACHERS.items() if not teacher.batch)  # what a judge can use
 
 
 def make_teacher(name: str, options: TeacherOptions) -> Teacher:

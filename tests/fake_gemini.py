@@ -9,6 +9,12 @@ bodies the real service sends (copied from real answers quoted in public bug rep
   429 RESOURCE_EXHAUSTED with QuotaFailure (a per-minute quotaId and RetryInfo, or a per-day one with a short
       RetryInfo, as real daily quotas answer), or bare, with no details at all
   500 INTERNAL, 503 UNAVAILABLE; and a 200 whose body is a proxy's HTML login page
+and the Batch API as google-genai's client.files and client.batches call it, on v1 and v1beta: the resumable
+upload (POST upload/v1beta/files answering x-goog-upload-url, then "upload, finalize" to that loopback URL),
+models/{model}:batchGenerateContent, batches/{id} moving PENDING -> RUNNING -> SUCCEEDED (or FAILED, CANCELLED,
+EXPIRED), batches (list), batches/{id}:cancel and files/{id}:download?alt=media. Each request line is answered as
+generateContent answers it, keys in camelCase or snake_case as the real API accepts both, and the results file
+lists the lines in shuffled order, as real results may come.
 
     $ python tests/fake_gemini.py --port 8765 --latency 2 --rate-429 0.05   # for bench/ and make smoke
 """
@@ -80,6 +86,9 @@ class Faults:
     location_blocked: bool = False
     service_disabled: bool = False
     html_body: bool = False  # a proxy answering 200 with its login page
+    # The Batch API.
+    batch_polls: int = 2  # batches.get calls before a job is done (the first moves it to RUNNING)
+    batch_end_states: tuple = ()  # how the next jobs end instead of succeeding, e.g. ("BATCH_STATE_EXPIRED",)
 
 
 def good_answers(section: str, schema: dict | None = None) -> dict:
@@ -100,6 +109,7 @@ def good_answers(section: str, schema: dict | None = None) -> dict:
             "summary": f"The approach ({words}) lowers latency and server cost; memory overhead is the main trade-off.",
         },
     }
+    schema = resolve_refs(schema) if schema else schema
     personas = (schema or {}).get("properties") or {name: None for name in known}
     return {
         name: known.get(name)
@@ -109,6 +119,39 @@ def good_answers(section: str, schema: dict | None = None) -> dict:
         }
         for name in personas
     }
+
+
+def resolve_refs(schema: dict) -> dict:
+    """A JSON schema (responseJsonSchema) with its $refs inlined; a responseSchema has none and passes as it is."""
+    definitions = schema.get("$defs", {})
+
+    def walk(node):
+        if isinstance(node, dict):
+            if "$ref" in node:
+                return walk(definitions[node["$ref"].split("/")[-1]])
+            return {k: walk(v) for k, v in node.items() if k != "$defs"}
+        return [walk(v) for v in node] if isinstance(node, list) else node
+
+    return walk(schema)
+
+
+def camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.title() for part in rest)
+
+
+def camel_keys(request: dict) -> dict:
+    """A request's field names in lowerCamelCase, as the API reads both spellings; the schema's own property
+    names are data, not fields, and are left alone."""
+    out = {}
+    for key, value in request.items():
+        key = camel(key)
+        if isinstance(value, dict) and key not in ("responseSchema", "responseJsonSchema"):
+            value = camel_keys(value)
+        elif isinstance(value, list):
+            value = [camel_keys(v) if isinstance(v, dict) else v for v in value]
+        out[key] = value
+    return out
 
 
 def spoil(answers: dict, kind: str, section: str) -> dict:
@@ -176,6 +219,13 @@ class FakeGemini:
         self.outcomes: dict[str, int] = {}
         self.answered = 0  # 200s with an answer, for daily_quota_after
         self.sections: list[str] = []  # the section text of every request, in arrival order
+        self.files: dict[str, bytes] = {}  # "files/x" -> content (uploaded requests, or results)
+        self.uploads: dict[str, bytearray] = {}  # upload id -> bytes so far
+        self.jobs: dict[str, dict] = {}  # "batches/x" -> {display_name, model, file, state, polls, results}
+        self.billed: list[str] = []  # the key of every batch line answered: what the account pays for
+        self.hold: set[str] = set()  # batch steps that hang (so a test can SIGKILL the client there)
+        self.held: dict[str, threading.Event] = {}
+        self.release = threading.Event()  # set by the test once it has killed the client
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -186,11 +236,23 @@ class FakeGemini:
 
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                status, payload = fake.answer(self.path, self.headers.get("x-goog-api-key"), body)
+                if ":generateContent" in self.path:
+                    status, payload = fake.answer(self.path, self.headers.get("x-goog-api-key"), body)
+                    self.reply(status, payload)
+                else:
+                    self.reply(*fake.batch_answer("POST", self.path, self.headers, body))
+
+            def do_GET(self):
+                self.reply(*fake.batch_answer("GET", self.path, self.headers, b""))
+
+            def reply(self, status, payload, headers=None):
                 data = json.dumps(payload).encode() if isinstance(payload, dict) else payload
                 self.send_response(status)
                 html = isinstance(payload, bytes) and payload.startswith(b"<")
-                self.send_header("Content-Type", "text/html" if html else "application/json; charset=UTF-8")
+                kind = "text/html" if html else "application/json; charset=UTF-8"
+                self.send_header("Content-Type", "application/octet-stream" if headers == "raw" else kind)
+                for name, value in (headers if isinstance(headers, dict) else {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
@@ -297,7 +359,7 @@ class FakeGemini:
             return 200, self.candidate_response('{"accuracy": "A", "style": "A"}', "STOP", usage, model)
         if outcome == "empty_candidates":
             return 200, {"promptFeedback": {"blockReason": "OTHER"}, "usageMetadata": usage, "modelVersion": model}
-        answers = good_answers(section, config.get("responseSchema"))
+        answers = good_answers(section, config.get("responseSchema") or config.get("responseJsonSchema"))
         if outcome in QUALITY_FAULTS:
             answers = spoil(answers, outcome, section.split("\n\n", 1)[-1])
         text, finish = json.dumps(answers), "STOP"
@@ -313,6 +375,147 @@ class FakeGemini:
         if thoughts:
             usage |= {"thoughtsTokenCount": 64, "totalTokenCount": usage["totalTokenCount"] + 64}
         return 200, self.candidate_response(text, finish, usage, model, thought=thoughts)
+
+    # ------------------------------------------------------------------------- the Batch API
+
+    def wait_if_held(self, step: str) -> None:
+        """Hang here for good when a test asked to: it SIGKILLs the client while this request is open."""
+        if step in self.hold:
+            self.held.setdefault(step, threading.Event()).set()
+            self.release.wait(600)
+
+    def operation(self, name: str) -> dict:
+        """A batch as batches.get returns it: a long-running operation whose metadata is the GenerateContentBatch."""
+        job = self.jobs[name]
+        metadata = {
+            "@type": "type.googleapis.com/google.ai.generativelanguage.v1main.GenerateContentBatch",
+            "model": f"models/{job['model']}",
+            "displayName": job["display_name"],
+            "inputConfig": {"fileName": job["file"]},
+            "createTime": "2026-11-25T10:00:00.000000Z",
+            "updateTime": "2026-11-25T10:00:01.000000Z",
+            "batchStats": {"requestCount": str(job["lines"])},
+            "state": job["state"],
+            "name": name,
+        }
+        done = job["state"] not in ("BATCH_STATE_PENDING", "BATCH_STATE_RUNNING")
+        if job["state"] == "BATCH_STATE_SUCCEEDED":
+            metadata["output"] = {"responsesFile": job["results"]}
+        return {"name": name, "metadata": metadata, **({"done": True} if done else {})}
+
+    def batch_answer(self, method: str, path: str, headers, body: bytes):
+        route = re.sub(r"^/(?:upload/|download/)?v1(?:beta)?/", "", path.split("?")[0])
+        upload_id = re.search(r"upload_id=([\w-]+)", path)
+        if upload_id:  # the upload URL this server handed out: one or more chunks, the last "upload, finalize"
+            return self.upload_chunk(upload_id[1], headers, body)
+        if headers.get("x-goog-api-key") != self.api_key:
+            message = "API key not valid. Please pass a valid API key."
+            return 400, error_body(400, "INVALID_ARGUMENT", message)
+        if method == "POST" and route == "files":  # start a resumable upload
+            self.wait_if_held("upload")
+            new_id = f"up-{self.random.getrandbits(40):010x}"
+            self.uploads[new_id] = bytearray()
+            url = f"{self.base_url}/upload/v1beta/files?upload_id={new_id}&upload_protocol=resumable"
+            return 200, {}, {"x-goog-upload-url": url, "x-goog-upload-status": "active"}
+        match = re.match(r"^models/([^:/]+):batchGenerateContent$", route)
+        if method == "POST" and match:
+            return self.create_batch(match[1], camel_keys(json.loads(body or b"{}")))
+        if method == "GET" and route == "batches":
+            return 200, {"operations": [self.operation(name) for name in reversed(self.jobs)]}
+        match = re.match(r"^batches/([\w-]+)(:cancel)?$", route)
+        if match and f"batches/{match[1]}" in self.jobs:
+            name = f"batches/{match[1]}"
+            if match[2]:
+                self.jobs[name]["state"] = "BATCH_STATE_CANCELLED"
+                return 200, {}
+            return 200, self.operation(self.advance(name))
+        match = re.match(r"^files/([\w-]+):download$", route)
+        if method == "GET" and match and f"files/{match[1]}" in self.files:
+            self.wait_if_held("download")
+            return 200, self.files[f"files/{match[1]}"], "raw"
+        return 404, error_body(404, "NOT_FOUND", f"Requested entity was not found: {route}")
+
+    def upload_chunk(self, upload_id: str, headers, body: bytes):
+        if upload_id not in self.uploads:
+            return 404, error_body(404, "NOT_FOUND", "Upload session not found.")
+        self.uploads[upload_id] += body
+        if "finalize" not in headers.get("X-Goog-Upload-Command", ""):
+            return 200, {}, {"x-goog-upload-status": "active"}
+        name = f"files/{upload_id.removeprefix('up-')}"
+        self.files[name] = bytes(self.uploads.pop(upload_id))
+        file = {
+            "name": name,
+            "mimeType": "application/jsonl",
+            "sizeBytes": str(len(self.files[name])),
+            "createTime": "2026-11-25T10:00:00.000000Z",
+            "expirationTime": "2026-11-27T10:00:00.000000Z",
+            "sha256Hash": "",
+            "uri": f"{self.base_url}/v1beta/{name}",
+            "state": "ACTIVE",
+            "source": "UPLOADED",
+        }
+        return 200, {"file": file}, {"x-goog-upload-status": "final"}
+
+    def create_batch(self, model: str, request: dict):
+        if model not in KNOWN_MODELS:
+            message = (
+                f"models/{model} is not found for API version v1beta, or is not supported for batchGenerateContent."
+            )
+            return 404, error_body(404, "NOT_FOUND", message)
+        batch = request.get("batch") or {}
+        file = (batch.get("inputConfig") or {}).get("fileName")
+        if file not in self.files:
+            return 400, error_body(400, "INVALID_ARGUMENT", f"File {file} not found or not accessible.")
+        name = f"batches/{self.random.getrandbits(48):012x}"
+        with self.lock:
+            lines = len(self.files[file].splitlines())
+            self.jobs[name] = {
+                "display_name": batch.get("displayName", ""),
+                "model": model,
+                "file": file,
+                "state": "BATCH_STATE_PENDING",
+                "polls": 0,
+                "lines": lines,
+                "results": None,
+            }
+        self.wait_if_held("create")  # the job exists; the client never hears its name
+        return 200, self.operation(name)
+
+    def advance(self, name: str) -> str:
+        """One batches.get: PENDING, then RUNNING, then the end state after `batch_polls` looks."""
+        with self.lock:
+            job = self.jobs[name]
+            if job["state"] not in ("BATCH_STATE_PENDING", "BATCH_STATE_RUNNING"):
+                return name
+            job["polls"] += 1
+            job["state"] = "BATCH_STATE_RUNNING"
+            if job["polls"] < self.faults.batch_polls:
+                return name
+            if self.faults.batch_end_states:
+                job["state"], self.faults.batch_end_states = (
+                    self.faults.batch_end_states[0],
+                    self.faults.batch_end_states[1:],
+                )
+                return name
+        results = []
+        for raw in self.files[job["file"]].splitlines():
+            line = json.loads(raw)
+            request = camel_keys(line["request"])
+            status, payload = self.answer(
+                f"/v1beta/models/{job['model']}:generateContent", self.api_key, json.dumps(request).encode()
+            )
+            if status == 200:
+                results.append({"key": line["key"], "response": payload})
+                with self.lock:
+                    self.billed.append(line["key"])
+            else:
+                results.append({"key": line["key"], "error": payload["error"]})
+        self.random.shuffle(results)
+        with self.lock:
+            job["results"] = f"files/batch-{name.removeprefix('batches/')}"
+            self.files[job["results"]] = "".join(json.dumps(r) + "\n" for r in results).encode()
+            job["state"] = "BATCH_STATE_SUCCEEDED"
+        return name
 
     def candidate_response(self, text: str, finish: str, usage: dict, model: str, thought: bool = False) -> dict:
         """A candidate as the API sends it: a thought summary part when thinking is on, and the answer in two text

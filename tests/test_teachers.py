@@ -219,3 +219,12 @@ def test_without_any_key_the_error_names_the_local_teacher(tmp_path, tiny_model)
 def test_teacher_settings_are_checked_before_anything_runs(tmp_path, args, said):
     result = run_script([*args, "--papers", str(tmp_path / "missing.json")])
     assert result.returncode == 2 and said in result.stderr
+
+
+def test_an_mlx_model_that_cannot_be_loaded_stops_the_run_with_the_reason(tmp_path, tiny_model):
+    write_papers(tmp_path / "papers.json", papers=1)
+    args = ["--teacher", "mlx", "--model", str(tmp_path / "no-such-model"), "--papers", str(tmp_path / "papers.json")]
+    result = run_script([*args, "--out-dir", str(tmp_path / "data"), "--tokenizer", str(tiny_model)])
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"cannot load '{tmp_path / 'no-such-model'}' with mlx_lm" in result.stderr
+    assert "--model must be an mlx_lm model folder or Hugging Face id" in result.stderr

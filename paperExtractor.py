@@ -159,6 +159,8 @@ FOOTER = re.compile(
     r"^\W*Categories and Subject Descriptors|^\W*General Terms\b|^\W*Additional Key Words",
     re.IGNORECASE,
 )
+# The ACM classification block when layout glued it to the end of the abstract's paragraph: cut from there.
+ACM_BLOCK_TAIL = re.compile(r"\s+Categories and Subject Descriptors:.*$")
 CONTACT = re.compile(r"@|e-?mail|\bdepartment of\b|\buniversity\b|\binstitute\b|\bcontact\b", re.IGNORECASE)
 FOOTER_MAX_CHARS = 300
 TEXT_MARKUP = re.compile(
@@ -263,7 +265,7 @@ def clean_lines(markdown: str, layout: PageLayout = PageLayout()) -> list[str]:
     """Drop what is never section text: picture text, image links, tables, TOC lines, page furniture."""
     text = HTML_COMMENT.sub("", PICTURE_TEXT.sub("", markdown))
     text = IMAGE_LINK.sub("", text).replace("\ufffd", "")
-    lines = [line.rstrip() for line in text.splitlines()]
+    lines = [ACM_BLOCK_TAIL.sub("", line.rstrip()) for line in text.splitlines()]
     furniture = find_furniture(lines, layout)
     return [
         line

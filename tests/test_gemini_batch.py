@@ -178,3 +178,37 @@ def test_dry_run_shows_online_and_batch_prices(tmp_path, tiny_model, capsys):
     online = float(out.split("online ~$")[1].split(",")[0])
     batch = float(out.split("gemini-batch ~$")[1].split(" ")[0])
     assert batch == pytest.approx(online / 2, abs=0.01)
+
+
+def test_the_fake_batch_api_speaks_v1_and_snake_case_and_cancels_as_the_client_expects(tmp_path):
+    """The fake itself, driven by google-genai directly: a snake_case requests file on the v1 API, a job listed,
+    cancelled, and its state read back as the client reports it."""
+    from google import genai
+    from google.genai import types
+
+    lines = [
+        {
+            "key": "k1",
+            "request": {
+                "contents": [{"parts": [{"text": "Hash tables map keys to slots."}]}],
+                "generation_config": {"response_mime_type": "application/json", "max_output_tokens": 100},
+            },
+        }
+    ]
+    requests = tmp_path / "requests.jsonl"
+    requests.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    with FakeGemini(Faults(batch_polls=1), api_key=KEY) as fake:
+        options = types.HttpOptions(base_url=fake.base_url, api_version="v1")
+        client = genai.Client(api_key=KEY, http_options=options)
+        file = client.files.upload(file=str(requests), config={"mime_type": "application/jsonl"})
+        job = client.batches.create(model="gemini-2.5-flash", src=file.name, config={"display_name": "snake"})
+        assert job.state.value == "JOB_STATE_PENDING" and job.display_name == "snake"
+        assert [j.name for j in client.batches.list()] == [job.name]
+        done = client.batches.get(name=job.name)
+        assert done.state.value == "JOB_STATE_SUCCEEDED"
+        result = json.loads(client.files.download(file=done.dest.file_name).decode().splitlines()[0])
+        parts = result["response"]["candidates"][0]["content"]["parts"]
+        assert result["key"] == "k1" and "eli5" in json.loads("".join(part["text"] for part in parts))
+        other = client.batches.create(model="gemini-2.5-flash", src=file.name, config={"display_name": "x"})
+        client.batches.cancel(name=other.name)
+        assert client.batches.get(name=other.name).state.value == "JOB_STATE_CANCELLED"

@@ -643,6 +643,16 @@ def test_captions_footers_and_markup_leave_the_section_text():
     assert "Figure 3" not in text and "Proceedings" not in text and "Preprint" not in text
 
 
+def test_an_acm_classification_block_glued_to_the_abstract_is_cut_off():
+    markdown = (
+        f"# Abstract\n{BODY} Categories and Subject Descriptors: F.2.2 [Analysis of Algorithms]: Nonnumerical\n\n"
+        "General Terms: Algorithms, Theory\n\nAdditional Key Words and Phrases: Data Placement, Storage Systems\n\n"
+        f"## 1 Introduction\n{BODY}"
+    )
+    abstract = split_sections(markdown)[0]["text"]
+    assert abstract == BODY.strip() and "Categories" not in abstract
+
+
 def test_numbered_sections_read_out_of_order_are_put_back_in_order():
     markdown = (
         f"# Abstract\n{BODY}\n## 4 Refinements\n{BODY}\n## 4.2 Ordering\nOrdering text.\n"

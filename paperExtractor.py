@@ -164,8 +164,12 @@ ACM_BLOCK_TAIL = re.compile(r"\s+Categories and Subject Descriptors:.*$")
 CONTACT = re.compile(r"@|e-?mail|\bdepartment of\b|\buniversity\b|\binstitute\b|\bcontact\b", re.IGNORECASE)
 FOOTER_MAX_CHARS = 300
 TEXT_MARKUP = re.compile(
-    r"</?(?:sup|sub|mark|span|b|i|em|strong)\b[^>]*>|\*\*|(?<![\w*])_(?=[^_\s][^_]*_(?!\w))|(?<=[^\s_])_(?![\w])"
+    r"</?(?:sup|sub|mark|span|b|i|em|strong)\b[^>]*>|\*\*|(?<![\w*])_(?=[^_\s][^_]*_(?!\w))|(?<=[^\s_])_(?![\w])|`"
 )
+# A copyright permission block is furniture however long it runs (VLDB's is 500 characters, beyond FOOTER's reach).
+PERMISSION_BLOCK = re.compile(r"^\W*Permission to (?:make digital|copy without fee)", re.IGNORECASE)
+# A footnote that is nothing but a URL ("> 4 `http://www.danga.com/memcached/`"), when layout missed its marker.
+URL_FOOTNOTE = re.compile(r"^\s*>\s*\d{1,2}\s*`?(?:https?://|www\.)\S*`?\s*$")
 FURNITURE_MIN_REPEATS = 3  # a short line seen on 3+ pages is a running header or footer
 FURNITURE_MAX_CHARS = 100  # running headers are a title or author list, never a paragraph
 
@@ -277,6 +281,8 @@ def clean_lines(markdown: str, layout: PageLayout = PageLayout()) -> list[str]:
             or OMITTED_PICTURE.match(line)
             or CAPTION.match(plain(line))
             or layout.is_footnote(line)
+            or URL_FOOTNOTE.match(line)
+            or PERMISSION_BLOCK.match(plain(line))
             or (len(line) < FOOTER_MAX_CHARS and FOOTER.search(plain(line)))
             or (0 < len(line) < FURNITURE_MAX_CHARS and furniture_key(line) in furniture)
         )

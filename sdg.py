@@ -1,22 +1,28 @@
-"""Step 2: generate one training set per persona (personas.toml) from paper sections with Gemini 2.5 Flash.
+"""Step 2: generate one training set per persona (personas.toml) from paper sections with a teacher model:
+Gemini 2.5 Flash by default, the Gemini Batch API at half the price, any OpenAI-compatible server, or a local
+model in this process (teachers.py).
 
 Run simply as:
     $ export GEMINI_API_KEY=...                  # or GOOGLE_API_KEY; never printed or written
     $ python sdg.py --dry-run                    # units, input tokens and estimated cost; no API call
     $ python sdg.py                              # free tier: 10 requests/minute
     $ python sdg.py --rpm 1000 --concurrency 32  # paid Tier 1
+    $ python sdg.py --teacher gemini-batch       # half the price, results within 24 h (--no-wait: submit, exit)
+    $ python sdg.py --teacher openai --base-url http://localhost:8000/v1 --model Qwen/Qwen2.5-7B-Instruct
+    $ python sdg.py --teacher mlx --model mlx-community/Qwen2.5-7B-Instruct-4bit    # no key, no server
 
 Reads:  papers.json (step 1).
 Writes: data/{persona}.jsonl (eli5, intuitive, executive by default), one row per section chunk:
           {"messages": [{"role": "user", ...}, {"role": "assistant", ...}],
            "meta": {paper_id, section, chunk, key, model}}
         data/sdg_failures.jsonl (units that failed this run, with the reason), data/sdg_orphans.jsonl (rows moved
-        out because their unit left papers.json, or a second copy) and data/sdg_stats.json (the cost ledger: one
-        entry per run, and their total).
+        out because their unit left papers.json, or a second copy), data/sdg_stats.json (the cost ledger: one
+        entry per run, and their total) and, for gemini-batch, data/sdg_batches.jsonl (the journal of its jobs).
 Rows are appended and flushed as each unit finishes; a rerun skips finished units and retries failed ones. A unit
 is keyed by its paper and its text, so editing papers.json re-pays only for what changed, and every run ends with
 each persona file holding one row per current unit. One run per output folder (a lock). An error every request
-would meet (key, permission, model, location, thinking budget, URL, a spent daily quota) stops the run, exit 1.
+would meet (key, permission, model, location, thinking budget, URL, a spent quota) stops the run, exit 1.
+Every teacher goes through the same rate limiter, retries, quality gate, writer, ledger and orphan handling.
 """
 
 import argparse

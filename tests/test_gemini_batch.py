@@ -212,3 +212,16 @@ def test_the_fake_batch_api_speaks_v1_and_snake_case_and_cancels_as_the_client_e
         other = client.batches.create(model="gemini-2.5-flash", src=file.name, config={"display_name": "x"})
         client.batches.cancel(name=other.name)
         assert client.batches.get(name=other.name).state.value == "JOB_STATE_CANCELLED"
+
+
+def test_a_bad_key_stops_a_batch_run_before_anything_is_paid_and_abandons_the_job(tmp_path, tiny_model, monkeypatch):
+    write_papers(tmp_path / "papers.json", papers=1)
+    monkeypatch.setenv("GEMINI_API_KEY", "wrong-key")
+    with FakeGemini(api_key=KEY) as fake:
+        with pytest.raises(SystemExit) as stop:
+            sdg.main(args_for(tmp_path, fake, tiny_model))
+        assert fake.jobs == {} and fake.billed == []
+    message = str(stop.value)
+    assert "the Batch API refused to upload the requests: 400 INVALID_ARGUMENT: API key not valid" in message
+    assert "GEMINI_API_KEY" in message  # the fix
+    assert [r["event"] for r in journal(tmp_path / "data")] == ["submitting", "abandoned"]

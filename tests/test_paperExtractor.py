@@ -643,6 +643,23 @@ def test_captions_footers_and_markup_leave_the_section_text():
     assert "Figure 3" not in text and "Proceedings" not in text and "Preprint" not in text
 
 
+def test_long_permission_blocks_url_footnotes_and_code_marks_leave_the_section_text():
+    permission = (
+        "Permission to copy without fee all or part of this material is granted provided that the copies are not "
+        "made or distributed for direct commercial advantage, the VLDB copyright notice and the title of the "
+        "publication and its date appear, and notice is given that copying is by permission of the Very Large Data "
+        "Base Endowment. To copy otherwise, or to republish, requires a fee and/or special permission from the "
+        "Endowment. Proceedings of the 30th VLDB Conference, Toronto, Canada, 2004"
+    )
+    markdown = (
+        f"# Abstract\n{BODY}\n## 1 Introduction\nClients share state through `memcached` .\n\n{permission}\n\n"
+        f"> 4 `http://www.danga.com/memcached/`\n\n{BODY}"
+    )
+    text = split_sections(markdown)[1]["text"]
+    assert len(permission) > 300 and "Permission" not in text and "danga" not in text and "`" not in text
+    assert text.startswith("Clients share state through memcached .")
+
+
 def test_an_acm_classification_block_glued_to_the_abstract_is_cut_off():
     markdown = (
         f"# Abstract\n{BODY} Categories and Subject Descriptors: F.2.2 [Analysis of Algorithms]: Nonnumerical\n\n"

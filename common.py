@@ -174,8 +174,14 @@ def atomic_writer(path: str | Path, mode: str = "w"):
         raise
 
 
+# Characters that str.splitlines() and many JSONL readers take for a line break, which json.dumps leaves raw
+# inside strings when ensure_ascii is off (it escapes the other control characters itself). A teacher's answer
+# can hold one; escaped, the row stays one line everywhere and loads back the same.
+LINE_BREAKS_IN_STRINGS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029", "\x85": "\\u0085"})
+
+
 def dump_jsonl_line(obj: dict) -> str:
-    return json.dumps(obj, ensure_ascii=False) + "\n"
+    return json.dumps(obj, ensure_ascii=False).translate(LINE_BREAKS_IN_STRINGS) + "\n"
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> int:

@@ -222,7 +222,7 @@ class BatchAPI:
 def result_lines(data: bytes) -> list[dict]:
     """The results file's lines; a line that is not JSON is skipped (its unit is recorded as missing)."""
     lines = []
-    for raw in data.decode("utf-8", errors="replace").splitlines():
+    for raw in data.decode("utf-8", errors="replace").split("\n"):  # not splitlines(): U+2028 may sit in a string
         if raw.strip():
             try:
                 lines.append(json.loads(raw))

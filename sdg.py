@@ -310,10 +310,7 @@ class Stats:
     failed: int = 0
     retrying: int = 0
     requests: int = 0
-    prompt_tokens: int = 0
-    candidates_tokens: int = 0
-    thoughts_tokens: int = 0
-    cached_tokens: int = 0
+    usage: Usage = field(default_factory=Usage)  # tokens of every answer received, retries included
     failures: dict = field(default_factory=dict)  # reason -> count
     started: float = field(default_factory=time.monotonic)
 
@@ -321,16 +318,10 @@ class Stats:
         return time.monotonic() - self.started
 
     def add_usage(self, usage: Usage) -> None:
-        self.prompt_tokens += usage.input
-        self.candidates_tokens += usage.output
-        self.thoughts_tokens += usage.thinking
-        self.cached_tokens += usage.cached
-
-    def usage(self) -> Usage:
-        return Usage(self.prompt_tokens, self.candidates_tokens, self.thoughts_tokens, self.cached_tokens)
+        self.usage = self.usage + usage
 
     def cost(self, settings: Settings) -> float:
-        return prices_of(settings).cost(self.usage())
+        return prices_of(settings).cost(self.usage)
 
 
 class Writer:
@@ -642,10 +633,10 @@ def run_record(settings: Settings, stats: "Stats", outcome: str, units: int, pen
         "orphaned": orphaned,
         "requests": stats.requests,
         "retries": stats.retrying,
-        "prompt_tokens": stats.prompt_tokens,
-        "candidates_tokens": stats.candidates_tokens,
-        "thoughts_tokens": stats.thoughts_tokens,
-        "cached_tokens": stats.cached_tokens,
+        "prompt_tokens": stats.usage.input,
+        "candidates_tokens": stats.usage.output,
+        "thoughts_tokens": stats.usage.thinking,
+        "cached_tokens": stats.usage.cached,
         "cost_usd": round(stats.cost(settings), 4),
         "prices_per_million": {
             "input": settings.price_input,
@@ -804,7 +795,7 @@ def generate_all(settings: Settings, personas, teacher: Teacher, units: list[Uni
         f"{finished:,} skipped, {too_short:,} too short, "
         f"{sum(orphaned.values()):,} orphaned rows moved{f' ({moved})' if moved else ''} | "
         f"{stats.requests:,} requests, "
-        f"{stats.prompt_tokens + stats.candidates_tokens + stats.thoughts_tokens:,} tokens, "
+        f"{stats.usage.input + stats.usage.output + stats.usage.thinking:,} tokens, "
         f"${stats.cost(settings):.4f} in {stats.seconds():,.1f} s -> {settings.out_dir}/"
     )
     if note:
@@ -925,7 +916,7 @@ def collect_job(api, journal, job, writer: Writer, settings: Settings, personas,
             continue  # not a unit of this job, or a second copy of its result
         seen.add(key)
         if reply is not None:
-            usage = Usage(*(a + b for a, b in zip(vars(usage).values(), vars(reply.usage).values(), strict=True)))
+            usage = usage + reply.usage
             writer.stats.add_usage(reply.usage)
         unit = by_key.get(key)
         if unit is None or writer.is_done(key):

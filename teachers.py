@@ -17,7 +17,7 @@ import json
 import os
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from urllib.parse import urlparse
 
 DEFAULT_MODEL = "gemini-2.5-flash"
@@ -204,6 +204,9 @@ class Usage:
     output: int = 0
     thinking: int = 0
     cached: int = 0
+
+    def __add__(self, other: "Usage") -> "Usage":
+        return Usage(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
 
 
 @dataclass(frozen=True)

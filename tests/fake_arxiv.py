@@ -1,13 +1,14 @@
 """A loopback stand-in for the arXiv API and its PDF links, speaking the real Atom format
 (see https://info.arxiv.org/help/api/user-manual.html), with paging, sorting and fault injection."""
 
-import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 from xml.sax.saxutils import escape
+
+from helpers import Loopback
 
 
 @dataclass
@@ -60,7 +61,7 @@ def atom_feed(papers: list[FakePaper], total: int, start: int, base: str) -> str
 """
 
 
-class FakeArxiv:
+class FakeArxiv(Loopback):
     """Serve `papers`; `api_faults` is a queue of HTTP statuses the next API requests answer with."""
 
     def __init__(self, papers: list[FakePaper]):
@@ -142,11 +143,3 @@ class FakeArxiv:
             descending = params.get("sortOrder", ["descending"])[0] == "descending"
             matches.sort(key=lambda p: p.published, reverse=descending)
         return atom_feed(matches[start : start + size], len(matches), start, self.base)
-
-    def __enter__(self):
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()

@@ -28,6 +28,8 @@ import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+from helpers import Loopback
+
 FAULT_KINDS = (
     "rate_429",
     "bare_429",
@@ -209,7 +211,7 @@ def thinking_problem(model: str, budget) -> str | None:
     return f"The thinking budget ({budget}) is invalid."
 
 
-class FakeGemini:
+class FakeGemini(Loopback):
     def __init__(self, faults: Faults | None = None, seed: int = 0, api_key: str = "test-key", port: int = 0):
         self.faults = faults or Faults()
         self.random = random.Random(seed)
@@ -532,14 +534,6 @@ class FakeGemini:
             "modelVersion": model,
             "responseId": response_id,
         }
-
-    def __enter__(self):
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def main() -> None:

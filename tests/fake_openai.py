@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from fake_gemini import good_answers
+from helpers import Loopback
 
 ODD_ANSWERS = ("free_text", "fenced", "length", "refusal", "no_usage")
 
@@ -42,21 +43,7 @@ class OpenAIFaults:
     style: str = "openai"  # or "vllm": the flat error body
 
 
-def resolve(schema: dict) -> dict:
-    """The JSON schema with its $refs inlined, so a persona's properties can be read in place."""
-    definitions = schema.get("$defs", {})
-
-    def walk(node):
-        if isinstance(node, dict):
-            if "$ref" in node:
-                return walk(definitions[node["$ref"].split("/")[-1]])
-            return {k: walk(v) for k, v in node.items() if k != "$defs"}
-        return [walk(v) for v in node] if isinstance(node, list) else node
-
-    return walk(schema)
-
-
-class FakeOpenAI:
+class FakeOpenAI(Loopback):
     def __init__(self, faults: OpenAIFaults | None = None, api_key="sk-test", models=("teacher-1",), seed=0, port=0):
         self.faults = faults or OpenAIFaults()
         self.api_key, self.models = api_key, set(models)
@@ -156,7 +143,7 @@ class FakeOpenAI:
         if system.startswith("You judge"):
             content = json.dumps({"accuracy": "A", "style": "A"})
         else:
-            content = json.dumps(good_answers(section, resolve(schema) if schema else None))
+            content = json.dumps(good_answers(section, schema))
         finish, refusal = "stop", None
         if outcome == "free_text":
             content = "Sure! Here is an explanation of the section in simple words: it stores things in boxes."
@@ -192,14 +179,6 @@ class FakeOpenAI:
         if outcome == "no_usage":
             del completion["usage"]
         return 200, completion, {}
-
-    def __enter__(self):
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def main() -> None:

@@ -1,6 +1,7 @@
 """Small builders shared by the tests: chat rows, a tiny tiktoken encoding, running a script's main()."""
 
 import json
+import threading
 from pathlib import Path
 
 import tiktoken
@@ -38,3 +39,16 @@ def tiny_tiktoken() -> tiktoken.Encoding:
     pattern = r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*"""
     pattern += r"""|\s*[\r\n]|\s+(?!\S)|\s+"""  # cl100k_base's split pattern
     return tiktoken.Encoding(name="tiny", pat_str=pattern, mergeable_ranks=ranks, special_tokens={})
+
+
+class Loopback:
+    """What every loopback fake shares: `with Fake(...) as fake:` serves `self.server` on a daemon thread and shuts
+    it down on exit."""
+
+    def __enter__(self):
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+        self.server.server_close()

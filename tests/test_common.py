@@ -1,8 +1,10 @@
+import json
 import os
 import stat
 
 import pytest
 
+import common
 from common import write_json, write_jsonl
 
 
@@ -16,3 +18,10 @@ def test_outputs_respect_the_umask_like_any_file_the_user_creates(tmp_path, umas
         os.umask(old)
     for name in ("rows.jsonl", "papers.json"):
         assert stat.S_IMODE((tmp_path / name).stat().st_mode) == mode  # 0o666 without the umask's bits
+
+
+def test_a_jsonl_row_stays_one_line_whatever_its_strings_hold():
+    row = {"text": "a\u2028b\u2029c\x85d\x0be\x1cf\nand é"}
+    line = common.dump_jsonl_line(row)
+    assert line.endswith("\n") and len(line.splitlines()) == 1 and json.loads(line) == row
+    assert "é" in line  # still UTF-8, not escaped ASCII

@@ -219,6 +219,16 @@ class BatchAPI:
         return self.call(f"download {file_name}", self.client.files.download, file=file_name)
 
 
+def settle_unheard(api: BatchAPI, journal: Journal) -> None:
+    """Every job journaled as "submitting" but never "created" (a kill or an error during upload or create) is
+    looked up by its display name: found, it is adopted as created, never sent again; not found, it never reached
+    the server and is abandoned, its units free to be submitted."""
+    for job in journal.unsettled():
+        if job.status == "submitting":
+            job.job = api.find(job.display_name)
+            journal.append("created" if job.job else "abandoned", job)
+
+
 def result_lines(data: bytes) -> list[dict]:
     """The results file's lines; a line that is not JSON is skipped (its unit is recorded as missing)."""
     lines = []

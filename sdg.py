@@ -821,50 +821,22 @@ def generate_in_batches(settings: Settings, personas, teacher: Teacher, units, p
     """The Gemini Batch API run (see gemini_batch.py for the protocol and why each step is journaled): settle every
     job a previous run left unfinished, submit what is neither done nor in flight, then wait for the jobs and
     write their results through the same gate and writer as online answers. Returns a note for the summary."""
-    import tempfile
-
     from tqdm import tqdm
 
-    from gemini_batch import JOURNAL, BatchAPI, Journal, new_job, request_line
+    from gemini_batch import JOURNAL, BatchAPI, Journal, settle_unheard
 
     journal = Journal.read(settings.out_dir / JOURNAL)
     api = BatchAPI(teacher, lambda: make_client(settings.timeout, settings.base_url))
-    for job in journal.unsettled():  # 1. a job whose create we never heard back from is looked up, not re-sent
-        if job.status == "submitting":
-            job.job = api.find(job.display_name)
-            journal.append("created" if job.job else "abandoned", job)
-            log.info("%s: %s", job.display_name, f"found as {job.job}" if job.job else "never reached the server")
+    settle_unheard(api, journal)
     in_flight = journal.in_flight_keys()
     to_submit = [u for u in pending if u.key not in in_flight][: settings.limit or None]
-    schema, system = answers_schema(personas), system_instruction(personas)
-    json_schema = schema.model_json_schema()
-    options = teacher_options(settings)
-    for start in range(0, len(to_submit), settings.batch_size):  # 2. submit
-        chunk = to_submit[start : start + settings.batch_size]
-        job = new_job([u.key for u in chunk])
-        with tempfile.TemporaryDirectory() as folder:
-            requests = Path(folder) / f"{job.display_name}.jsonl"
-            with open(requests, "w", encoding="utf-8") as f:
-                for unit in chunk:
-                    line = request_line(unit.key, system, request_text(unit), json_schema, options)
-                    f.write(dump_jsonl_line(line))
-            journal.append("submitting", job)
-            try:
-                file_name = api.upload(requests)
-            except FatalAPIError:
-                journal.append("abandoned", job)  # nothing was created: the units stay pending
-                raise
-            job.job = api.create(file_name, job.display_name)
-        journal.append("created", job)
-        stats.requests += len(chunk)
-        log.info("submitted %d units as %s", len(chunk), job.job)
+    stats.requests += submit_jobs(api, journal, to_submit, settings, personas)
     waiting = journal.unsettled()
     this_run = {job.display_name for job in waiting}  # the jobs this run waits for, old and new
-    total = sum(len(job.keys) for job in waiting)
-    with tqdm(total=total, desc="batch", unit="unit") as progress:
+    with tqdm(total=sum(len(job.keys) for job in waiting), desc="batch", unit="unit") as progress:
         writer = Writer(settings, personas, done, stats, progress)
         try:
-            while waiting:  # 3. wait and collect
+            while waiting:
                 for job in waiting:
                     collect_job(api, journal, job, writer, settings, personas, units, progress)
                 waiting = journal.unsettled()
@@ -877,10 +849,46 @@ def generate_in_batches(settings: Settings, personas, teacher: Teacher, units, p
     if ended and stats.done == 0 and not waiting:
         states = ", ".join(sorted({journal.states.get(job.display_name, "ended") for job in ended}))
         raise FatalAPIError(f"every batch job ended without results ({states}); rerun to submit their units again")
+    return batch_note(waiting, ended)
+
+
+def submit_jobs(api, journal, units: list[Unit], settings: Settings, personas) -> int:
+    """Jobs of at most --batch-size units: the requests file is written, the job journaled as "submitting" (so a
+    kill from here on is settled by the next run), uploaded, created, and journaled as "created". Returns the
+    number of requests submitted."""
+    import tempfile
+
+    from gemini_batch import new_job, request_line
+
+    system, json_schema = system_instruction(personas), answers_schema(personas).model_json_schema()
+    options = teacher_options(settings)
+    for start in range(0, len(units), settings.batch_size):
+        chunk = units[start : start + settings.batch_size]
+        job = new_job([u.key for u in chunk])
+        with tempfile.TemporaryDirectory() as folder:
+            requests = Path(folder) / f"{job.display_name}.jsonl"
+            with open(requests, "w", encoding="utf-8") as f:
+                f.writelines(
+                    dump_jsonl_line(request_line(u.key, system, request_text(u), json_schema, options)) for u in chunk
+                )
+            journal.append("submitting", job)
+            try:
+                file_name = api.upload(requests)
+            except FatalAPIError:
+                journal.append("abandoned", job)  # nothing was created: the units stay pending
+                raise
+            job.job = api.create(file_name, job.display_name)
+        journal.append("created", job)
+        log.info("submitted %d units as %s", len(chunk), job.job)
+    return len(units)
+
+
+def batch_note(waiting: list, ended: list) -> str:
+    """What the summary line should add: jobs still in flight, and units that ended jobs returned to pending."""
     notes = []
     if waiting:
-        keys = sum(len(job.keys) for job in waiting)
         names = ", ".join(job.job or job.display_name for job in waiting)
+        keys = sum(len(job.keys) for job in waiting)
         notes.append(
             f"{keys:,} units in flight in {len(waiting)} batch job(s) ({names}); rerun the same command to collect"
         )

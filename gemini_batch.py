@@ -189,7 +189,8 @@ class BatchAPI:
     def upload(self, path: Path) -> str:
         from google.genai import types
 
-        config = types.UploadFileConfig(display_name=path.stem, mime_type="application/jsonl")
+        # "jsonl", as the Batch API guide uploads its requests file
+        config = types.UploadFileConfig(display_name=path.stem, mime_type="jsonl")
         return self.call("upload the requests", self.client.files.upload, file=str(path), config=config).name
 
     def create(self, file_name: str, display_name: str) -> str:

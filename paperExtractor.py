@@ -265,11 +265,35 @@ def heading_role(title: str, seen_numbered: bool) -> str:
     return "section"
 
 
+# What opens a line that carries on the sentence before it: a heading followed by one is a broken sentence.
+CONTINUATION = re.compile(r"^\W{0,2}\(|^(?:and|or|but|which|that|of|in|to|for|with|is|are|was|were)\b")
+LIST_ITEM = re.compile(r"^\s*(?:[-*•]|\d{1,2}[.)])\s")
+TABLE_TITLE_REACH = 8  # non-blank lines after a heading within which a table's caption betrays its title
+
+
+def demote_false_headings(lines: list[str]) -> list[str]:
+    """Unnumbered headings the layout model made of a line that is not one become plain text: a sentence broken
+    before a parenthesis ("### TEXTRUNNER returns the extraction" then "(Arbor Health Care, ...)"), or a table's
+    title, followed only by list rows and then the table's caption."""
+    demoted = list(lines)
+    for i, line in enumerate(lines):
+        match = MD_HEADING.match(line)
+        if not match or NUMBERED_TITLE.match(plain(match["title"])):
+            continue
+        after = [plain(other) for other in lines[i + 1 :] if other.strip()][:TABLE_TITLE_REACH]
+        broken = bool(after) and bool(CONTINUATION.match(after[0]))
+        caption = next((k for k, other in enumerate(after) if CAPTION.match(other)), None)
+        table_title = bool(caption) and all(LIST_ITEM.match(row) for row in after[:caption])
+        if broken or table_title:
+            demoted[i] = plain(match["title"])
+    return demoted
+
+
 def clean_lines(markdown: str, layout: PageLayout = PageLayout()) -> list[str]:
     """Drop what is never section text: picture text, image links, tables, TOC lines, page furniture."""
     text = HTML_COMMENT.sub("", PICTURE_TEXT.sub("", markdown))
     text = IMAGE_LINK.sub("", text).replace("\ufffd", "")
-    lines = [ACM_BLOCK_TAIL.sub("", line.rstrip()) for line in text.splitlines()]
+    lines = demote_false_headings([ACM_BLOCK_TAIL.sub("", line.rstrip()) for line in text.splitlines()])
     furniture = find_furniture(lines, layout)
     return [
         line

@@ -660,6 +660,18 @@ def test_long_permission_blocks_url_footnotes_and_code_marks_leave_the_section_t
     assert text.startswith("Clients share state through memcached .")
 
 
+def test_a_sentence_broken_into_a_heading_and_a_table_title_are_not_headings():
+    markdown = (
+        f"# Abstract\n{BODY}\n## 2 Method\nFor example, given the sentence\n\n"
+        "### TEXTRUNNER returns the extraction\n\n_(Arbor Health Care, for assumed, debt)_ .\n\n"
+        "### **REVERB - Incorrect Extractions**\n\n- 65% Correct relation phrase\n\n- 8% Non-contiguous phrase\n\n"
+        "Table 5: The majority of the incorrect extractions.\n\n### Results\n\nWe find that it works.\n"
+    )
+    sections = split_sections(markdown)
+    assert [s["heading"] for s in sections] == ["Abstract", "2 Method", "Results"]
+    assert "TEXTRUNNER returns the extraction" in sections[1]["text"] and "REVERB" in sections[1]["text"]
+
+
 def test_an_acm_classification_block_glued_to_the_abstract_is_cut_off():
     markdown = (
         f"# Abstract\n{BODY} Categories and Subject Descriptors: F.2.2 [Analysis of Algorithms]: Nonnumerical\n\n"

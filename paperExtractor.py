@@ -31,6 +31,7 @@ from collections import Counter
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures import as_completed
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 from common import (
@@ -280,7 +281,7 @@ def demote_false_headings(lines: list[str]) -> list[str]:
         match = MD_HEADING.match(line)
         if not match or NUMBERED_TITLE.match(plain(match["title"])):
             continue
-        after = [plain(other) for other in lines[i + 1 :] if other.strip()][:TABLE_TITLE_REACH]
+        after = list(islice((plain(other) for other in lines[i + 1 :] if other.strip()), TABLE_TITLE_REACH))
         broken = bool(after) and bool(CONTINUATION.match(after[0]))
         caption = next((k for k, other in enumerate(after) if CAPTION.match(other)), None)
         table_title = bool(caption) and all(LIST_ITEM.match(row) for row in after[:caption])

@@ -398,7 +398,14 @@ def gemini_reply(response) -> Reply:
 
 OPENAI_KEY_ENV = "OPENAI_API_KEY"
 # A 400 about a setting every request shares (the schema feature, the model, a parameter), not about the text.
-OPENAI_SETTINGS_PHRASES = ("response_format", "json_schema", "model", "max_tokens", "unsupported parameter")
+# Not "model" alone: vLLM's "This model's maximum context length is ..." is about one long request.
+OPENAI_SETTINGS_PHRASES = (
+    "response_format",
+    "json_schema",
+    "does not exist",
+    "unsupported parameter",
+    "'max_tokens' is not supported",
+)
 
 
 def strict_json_schema(schema) -> dict:

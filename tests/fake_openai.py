@@ -40,6 +40,7 @@ class OpenAIFaults:
     retry_after_s: float = 0.2
     quota_after: int | None = None  # after this many answers, 429 insufficient_quota
     no_json_schema: bool = False  # the model does not support response_format json_schema
+    context_chars: int | None = None  # a prompt longer than this gets vLLM's context-length 400
     style: str = "openai"  # or "vllm": the flat error body
 
 
@@ -115,6 +116,15 @@ class FakeOpenAI(Loopback):
                 "https://platform.openai.com/docs/guides/structured-outputs"
             )
             return 400, self.error(400, message, "invalid_request_error", None), {}
+        prompt_chars = sum(len(str(m.get("content", ""))) for m in request.get("messages", []))
+        if self.faults.context_chars is not None and prompt_chars > self.faults.context_chars:
+            asked = prompt_chars // 4
+            message = (
+                f"This model's maximum context length is 2048 tokens. However, you requested {asked + 2048} tokens "
+                f"({asked} in the messages, 2048 in the completion). Please reduce the length of the messages or "
+                "completion."
+            )
+            return 400, self.error(400, message, "BadRequestError", None), {}
         if self.faults.quota_after is not None and self.answered >= self.faults.quota_after:
             message = (
                 "You exceeded your current quota, please check your plan and billing details. For more information "

@@ -104,6 +104,18 @@ def test_openai_errors_every_request_would_meet_stop_the_run_at_once(tmp_path, t
     assert len(fake.requests) <= 3  # the 2 in flight and at most one more: no retries, no other units
 
 
+def test_a_request_over_the_servers_context_fails_alone_and_the_run_goes_on(tmp_path, tiny_model):
+    """vLLM's context-length 400 mentions "model" but is about one long unit: that unit is recorded, not the run
+    stopped."""
+    write_papers(tmp_path / "papers.json", papers=2)  # section 2 of each paper is cut in two long chunks
+    with FakeOpenAI(OpenAIFaults(style="vllm", context_chars=2500), api_key=KEY) as fake:
+        result = run_script(openai_args(tmp_path, fake.base_url, tiny_model), {"OPENAI_API_KEY": KEY})
+    failures = rows(tmp_path / "data" / "sdg_failures.jsonl")
+    assert result.returncode == 0 and failures and {f["reason"] for f in failures} == {"api_error:400"}
+    assert {f["section"] for f in failures} == {2}  # only chunks of the long section, one per paper
+    assert len(rows(tmp_path / "data" / "eli5.jsonl")) + len(failures) == 12
+
+
 def test_a_spent_openai_quota_stops_with_what_was_spent_and_keeps_the_rows(tmp_path, tiny_model):
     write_papers(tmp_path / "papers.json", papers=4)
     with FakeOpenAI(OpenAIFaults(quota_after=3), api_key=KEY) as fake:

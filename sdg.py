@@ -301,7 +301,7 @@ def make_row(persona: Persona, unit: Unit, answers: BaseModel, model: str, model
     }
 
 
-# ----------------------------------------------------------------------------- calling Gemini
+# ----------------------------------------------------------------------------- asking the teacher
 
 
 @dataclass

@@ -26,9 +26,9 @@ import re
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
-from helpers import Loopback
+from helpers import Loopback, QuietHandler
 
 FAULT_KINDS = (
     "rate_429",
@@ -230,14 +230,9 @@ class FakeGemini(Loopback):
         self.release = threading.Event()  # set by the test once it has killed the client
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
+        class Handler(QuietHandler):
             def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                body = self.body()
                 if ":generateContent" in self.path:
                     status, payload = fake.answer(self.path, self.headers.get("x-goog-api-key"), body)
                     self.reply(status, payload)

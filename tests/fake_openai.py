@@ -18,10 +18,10 @@ import random
 import threading
 import time
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 
 from fake_gemini import good_answers
-from helpers import Loopback
+from helpers import Loopback, QuietHandler
 
 ODD_ANSWERS = ("free_text", "fenced", "length", "refusal", "no_usage")
 
@@ -55,14 +55,9 @@ class FakeOpenAI(Loopback):
         self.answered = 0
         fake = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args):
-                pass
-
+        class Handler(QuietHandler):
             def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                body = self.body()
                 status, payload, headers = fake.answer(self.path, self.headers.get("Authorization", ""), body)
                 data = json.dumps(payload).encode()
                 self.send_response(status)

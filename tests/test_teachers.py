@@ -240,3 +240,27 @@ def test_an_mlx_model_that_cannot_be_loaded_stops_the_run_with_the_reason(tmp_pa
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"cannot load '{tmp_path / 'no-such-model'}' with mlx_lm" in result.stderr
     assert "--model must be an mlx_lm model folder or Hugging Face id" in result.stderr
+
+
+def test_ctrl_c_stops_the_local_teacher_at_once_and_the_rerun_finishes_without_duplicates(tmp_path, tiny_model):
+    write_papers(tmp_path / "papers.json", papers=1)  # 6 units
+    args = ["--teacher", "mlx", "--model", str(tiny_model), "--papers", str(tmp_path / "papers.json")]
+    args += ["--out-dir", str(tmp_path / "data"), "--tokenizer", str(tiny_model), "--concurrency", "2"]
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "sdg.py"), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    first = tmp_path / "data" / "eli5.jsonl"
+    deadline = time.monotonic() + 120
+    while not (first.exists() and first.read_text().count("\n") >= 1):
+        assert process.poll() is None and time.monotonic() < deadline, "no unit was written"
+        time.sleep(0.05)
+    interrupted = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 1 and time.monotonic() - interrupted < 10 and "Traceback" not in stderr
+    assert "interrupted: finished units are saved" in stderr
+    ledger = json.loads((tmp_path / "data" / "sdg_stats.json").read_text())
+    assert ledger["runs"][-1]["outcome"] == "interrupted" and ledger["runs"][-1]["done"] < 6
+    assert sdg.main(args) == 0
+    keys = [row["meta"]["key"] for row in rows(first)]
+    assert len(keys) == len(set(keys)) == 6

@@ -370,6 +370,9 @@ class GeminiBatchTeacher(GeminiTeacher):
     default_rpm = 0.0
     batch = True
 
+    async def ask(self, system: str, text: str, schema) -> Reply:
+        raise NotImplementedError("gemini-batch answers through jobs (gemini_batch.py), never one request at a time")
+
 
 def gemini_reply(response) -> Reply:
     """A GenerateContentResponse, online or from a batch, as a Reply."""

@@ -38,6 +38,7 @@ JOURNAL = "sdg_batches.jsonl"
 SUCCEEDED = "JOB_STATE_SUCCEEDED"
 ENDED_WITHOUT_RESULTS = {"JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}
 API_RETRIES = 6
+EVENTS = ("submitting", "created", "abandoned", "ended", "collected")  # a job's life, in the journal's words
 
 
 @dataclass
@@ -70,7 +71,7 @@ class Journal:
             return journal
         for lineno, record, problem in iter_jsonl(path):
             name = (record or {}).get("display_name")
-            if problem or not name or record.get("event") not in (*EVENTS, "submitting"):
+            if problem or not name or record.get("event") not in EVENTS:
                 raise InputError(
                     f"{path}:{lineno}: {problem or 'not a batch journal record'}; it was not written by sdg.py. "
                     "Move it aside only once every job it names is finished: it is what stops a job being paid twice"
@@ -105,9 +106,6 @@ class Journal:
 
     def unsettled(self) -> list[Job]:
         return [job for job in self.jobs.values() if job.in_flight]
-
-
-EVENTS = ("created", "abandoned", "ended", "collected")
 
 
 def new_job(keys: list[str]) -> Job:

@@ -777,6 +777,8 @@ def generate_all(settings: Settings, personas, teacher: Teacher, units: list[Uni
         stop_message = f"interrupted: finished units are saved in {settings.out_dir}/; rerun the same command to resume"
         if teacher.batch:
             stop_message += "; submitted batch jobs keep running at Google and are collected by the rerun"
+    except InputError as e:  # a damaged batch journal: nothing was sent
+        outcome, stop_message = f"stopped: {e}", str(e)
     except FatalAPIError as e:
         outcome = f"stopped: {e}"
         left = len(pending) - stats.done - stats.failed

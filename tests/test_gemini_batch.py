@@ -225,3 +225,16 @@ def test_a_bad_key_stops_a_batch_run_before_anything_is_paid_and_abandons_the_jo
     assert "the Batch API refused to upload the requests: 400 INVALID_ARGUMENT: API key not valid" in message
     assert "GEMINI_API_KEY" in message  # the fix
     assert [r["event"] for r in journal(tmp_path / "data")] == ["submitting", "abandoned"]
+
+
+def test_a_damaged_journal_is_an_error_naming_its_line_and_nothing_is_sent(tmp_path, tiny_model, api_key):
+    write_papers(tmp_path / "papers.json", papers=1)
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "sdg_batches.jsonl").write_text('{"event": "submitting", "display_name": "a", "keys": []}\nnot json\n')
+    with FakeGemini(api_key=KEY) as fake:
+        with pytest.raises(SystemExit) as stop:
+            sdg.main(args_for(tmp_path, fake, tiny_model))
+        assert fake.jobs == {} and fake.files == {}
+    assert "sdg_batches.jsonl:2: not valid JSON" in str(stop.value)
+    assert "Move it aside only once every job it names is finished" in str(stop.value)

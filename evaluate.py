@@ -38,7 +38,6 @@ import asyncio
 import dataclasses
 import json
 import logging
-import os
 import re
 import sys
 import time
@@ -495,10 +494,10 @@ def maybe_judge(answers: dict, held_out: dict, personas, settings: Settings) -> 
         ]
         for p in personas
     }
-    kind = TEACHERS[settings.judge]
+    model, base_url = TEACHERS[settings.judge].endpoint(settings.judge_model, settings.base_url)
     options = TeacherOptions(
-        model=settings.judge_model or kind.default_model,
-        base_url=settings.base_url or (os.environ.get(kind.base_url_env) if kind.base_url_env else None),
+        model=model,
+        base_url=base_url,
         temperature=0.0,
         max_output_tokens=64,
     )

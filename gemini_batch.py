@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common import InputError, iter_jsonl, repair_torn_tail
-from teachers import RETRYABLE, SYSTEMIC, FatalAPIError, Reply, Teacher, gemini_reply, wait_for
+from teachers import SYSTEMIC, FatalAPIError, Reply, Teacher, gemini_reply, make_client, retrying
 
 JOURNAL = "sdg_batches.jsonl"
 SUCCEEDED = "JOB_STATE_SUCCEEDED"
@@ -49,6 +49,7 @@ class Job:
     keys: list[str]
     job: str | None = None  # "batches/..." once known
     status: str = "submitting"  # submitting, created, abandoned, ended, collected
+    end_state: str = ""  # how an ended job ended: JOB_STATE_FAILED, _CANCELLED or _EXPIRED
 
     @property
     def in_flight(self) -> bool:
@@ -61,7 +62,6 @@ class Journal:
 
     path: Path
     jobs: dict[str, Job] = field(default_factory=dict)
-    states: dict[str, str] = field(default_factory=dict)  # display name -> the state an ended job ended in
 
     @classmethod
     def read(cls, path: Path) -> "Journal":
@@ -81,8 +81,7 @@ class Journal:
             elif name in journal.jobs:
                 job = journal.jobs[name]
                 job.status, job.job = record["event"], record.get("job") or job.job
-                if record["event"] == "ended":
-                    journal.states[name] = str(record.get("state", ""))
+                job.end_state = str(record.get("state") or job.end_state)  # only an "ended" record has a state
         return journal
 
     def append(self, event: str, job: Job, **extra) -> None:
@@ -98,7 +97,7 @@ class Journal:
         if event != "submitting":
             job.status = event
         if event == "ended":
-            self.states[job.display_name] = str(extra.get("state", ""))
+            job.end_state = str(extra.get("state", ""))
         self.jobs[job.display_name] = job
 
     def in_flight_keys(self) -> set[str]:
@@ -160,21 +159,14 @@ class BatchAPI:
     """client.files and client.batches, each call retried on what the teacher calls retryable; an error every call
     would meet (key, model, permission) stops the run."""
 
-    def __init__(self, teacher: Teacher, make_client):
+    def __init__(self, teacher: Teacher):
         self.teacher = teacher
-        self.client = make_client()
+        self.client = make_client(teacher.options.timeout, teacher.options.base_url)
         self.model = teacher.options.model
 
     def call(self, what: str, fn, *args, **kwargs):
-        import tenacity
-
         try:
-            for attempt in tenacity.Retrying(
-                stop=tenacity.stop_after_attempt(API_RETRIES + 1),
-                wait=lambda state: wait_for(state, self.teacher.facts),
-                retry=tenacity.retry_if_exception(lambda e: self.teacher.classify(e) == RETRYABLE),
-                reraise=True,
-            ):
+            for attempt in retrying(self.teacher, API_RETRIES, blocking=True):
                 with attempt:
                     return fn(*args, **kwargs)
         except FatalAPIError:

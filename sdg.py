@@ -70,7 +70,6 @@ from teachers import (
     Teacher,
     TeacherOptions,
     Usage,
-    make_client,
     make_teacher,
     retrying,
 )
@@ -668,10 +667,11 @@ def with_teacher_defaults(settings: Settings) -> Settings:
     """Fill what was not given from the teacher's own defaults: model, endpoint, pace and prices."""
     teacher = TEACHERS[settings.teacher]
     prices = teacher.prices
+    model, base_url = teacher.endpoint(settings.model, settings.base_url)
     return replace(
         settings,
-        model=settings.model or teacher.default_model or None,
-        base_url=settings.base_url or (os.environ.get(teacher.base_url_env) if teacher.base_url_env else None),
+        model=model or None,
+        base_url=base_url,
         rpm=teacher.default_rpm if settings.rpm is None else settings.rpm,
         price_input=prices.input if settings.price_input is None else settings.price_input,
         price_output=prices.output if settings.price_output is None else settings.price_output,
@@ -828,7 +828,7 @@ def generate_in_batches(settings: Settings, personas, teacher: Teacher, units, p
     from gemini_batch import JOURNAL, BatchAPI, Journal, settle_unheard
 
     journal = Journal.read(settings.out_dir / JOURNAL)
-    api = BatchAPI(teacher, lambda: make_client(settings.timeout, settings.base_url))
+    api = BatchAPI(teacher)
     settle_unheard(api, journal)
     in_flight = journal.in_flight_keys()
     to_submit = [u for u in pending if u.key not in in_flight][: settings.limit or None]
@@ -849,7 +849,7 @@ def generate_in_batches(settings: Settings, personas, teacher: Teacher, units, p
             writer.close()
     ended = [job for job in journal.jobs.values() if job.status == "ended" and job.display_name in this_run]
     if ended and stats.done == 0 and not waiting:
-        states = ", ".join(sorted({journal.states.get(job.display_name, "ended") for job in ended}))
+        states = ", ".join(sorted({job.end_state or "ended" for job in ended}))
         raise FatalAPIError(f"every batch job ended without results ({states}); rerun to submit their units again")
     return batch_note(waiting, ended)
 
@@ -911,7 +911,8 @@ def collect_job(api, journal, job, writer: Writer, settings: Settings, personas,
     state, results, message = api.status(job.job)
     progress.set_postfix(job=job.job, state=state.removeprefix("JOB_STATE_").lower())
     if state in ENDED_WITHOUT_RESULTS:
-        log.warning("%s ended %s%s: its %d units return to pending", job.job, state, f" ({message})", len(job.keys))
+        reason = f" ({message})" if message else ""
+        log.warning("%s ended %s%s: its %d units return to pending", job.job, state, reason, len(job.keys))
         journal.append("ended", job, state=state, message=message)
         return
     if state != SUCCEEDED:

@@ -81,12 +81,18 @@ class ErrorFacts:
         return f"{head}: {self.message}" if head else self.message
 
 
+def url_problem(base_url: str, example_scheme: str = "https") -> str | None:
+    """Why --base-url cannot be an endpoint (no http(s) scheme, or no host), or None."""
+    url = urlparse(base_url)
+    if url.scheme not in ("http", "https") or not url.netloc:
+        return f"--base-url {base_url!r} is not an http(s) URL; write it in full, e.g. {example_scheme}://{base_url}"
+    return None
+
+
 def settings_problem(model: str, thinking_budget: int, base_url: str | None) -> str | None:
     """What the API would reject on every request, checked before the first one; None when all is well."""
-    if base_url:
-        url = urlparse(base_url)
-        if url.scheme not in ("http", "https") or not url.netloc:
-            return f"--base-url {base_url!r} is not an http(s) URL; write it in full, e.g. https://{base_url}"
+    if base_url and url_problem(base_url):
+        return url_problem(base_url)
     prefix = next((p for p in THINKING_BUDGETS if model.startswith(p)), None)
     if prefix is None or thinking_budget == -1:
         return None
@@ -165,11 +171,6 @@ def make_client(timeout_s: float, base_url: str | None = None):
         **({"base_url": base_url} if base_url else {}),
     )
     return genai.Client(api_key=api_key(), http_options=options)
-
-
-def retry_delay_from(error) -> float | None:
-    """The wait a 429 asks for in its google.rpc.RetryInfo detail ("retryDelay": "7s"), if any."""
-    return error_facts(error).retry_delay_s
 
 
 def is_retryable(error: BaseException) -> bool:
@@ -269,6 +270,13 @@ class Teacher:
     def __init__(self, options: TeacherOptions):
         self.options = options
 
+    @classmethod
+    def endpoint(cls, model: str | None, base_url: str | None) -> tuple[str, str | None]:
+        """The model and URL to use when the command line leaves them out: the teacher's default model ("" when
+        it must be named), and its endpoint's environment variable."""
+        from_env = os.environ.get(cls.base_url_env) if cls.base_url_env else None
+        return model or cls.default_model, base_url or from_env
+
     def problem(self) -> str | None:
         """A setting every request would be refused for, found before the first one; None when all is well."""
         return None
@@ -290,12 +298,13 @@ class Teacher:
         pass
 
 
-def retrying(teacher: Teacher, max_retries: int, before_sleep=None):
+def retrying(teacher: Teacher, max_retries: int, before_sleep=None, blocking: bool = False):
     """The one retry policy: only what the teacher calls retryable, waiting what the server asks, or backing off
-    with jitter. Used by sdg.py (with its rate limiter inside each attempt) and by evaluate.py's judge."""
+    with jitter. Used by sdg.py (with its rate limiter inside each attempt), by evaluate.py's judge and, blocking,
+    by gemini_batch.py's API calls."""
     import tenacity
 
-    return tenacity.AsyncRetrying(
+    return (tenacity.Retrying if blocking else tenacity.AsyncRetrying)(
         stop=tenacity.stop_after_attempt(max_retries + 1),
         wait=lambda state: wait_for(state, teacher.facts),
         retry=tenacity.retry_if_exception(lambda e: teacher.classify(e) == RETRYABLE),
@@ -448,9 +457,8 @@ class OpenAITeacher(Teacher):
             return (
                 "--teacher openai needs --base-url, e.g. http://localhost:8000/v1 (vLLM) or https://api.openai.com/v1"
             )
-        url = urlparse(self.options.base_url)
-        if url.scheme not in ("http", "https") or not url.netloc:
-            return f"--base-url {self.options.base_url!r} is not an http(s) URL; write it in full, e.g. http://{self.options.base_url}"
+        if url_problem(self.options.base_url, example_scheme="http"):
+            return url_problem(self.options.base_url, example_scheme="http")
         if not self.options.model:
             return "--teacher openai needs --model: the name the server serves the model under"
         return None
@@ -711,6 +719,9 @@ class MLXTeacher(Teacher):
         return int(getattr(args, "vocab_size", 0) or 0)
 
     def grammar(self, schema) -> str:
+        """The schema's grammar, built and converted for llguidance once per schema."""
+        from llguidance import LLMatcher
+
         if schema not in self.grammars:
             json_schema = schema.model_json_schema()
             fields = string_fields(json_schema)
@@ -721,7 +732,7 @@ class MLXTeacher(Teacher):
                     f"--max-output-tokens {self.options.max_output_tokens} leaves {per_field} tokens for each of "
                     f"{fields} answer fields; give at least {skeleton + fields * MIN_STRING_CHARS}"
                 )
-            self.grammars[schema] = lark_grammar(json_schema, per_field)
+            self.grammars[schema] = LLMatcher.grammar_from_lark(lark_grammar(json_schema, per_field))
         return self.grammars[schema]
 
     async def ask(self, system: str, text: str, schema) -> Reply:
@@ -729,11 +740,8 @@ class MLXTeacher(Teacher):
 
         if self.model is None:
             self.load()
-        from llguidance import LLMatcher
-
-        grammar = LLMatcher.grammar_from_lark(self.grammar(schema))
         prompt = self.prompt(system, text)
-        constraint = SchemaConstraint(self.lltokenizer, grammar, self.n_vocab, self.eos_ids)
+        constraint = SchemaConstraint(self.lltokenizer, self.grammar(schema), self.n_vocab, self.eos_ids)
         (uid,) = self.generator.insert([prompt], logits_processors=[[constraint]])
         sequence = Sequence(asyncio.get_running_loop().create_future(), len(prompt), [])
         self.running[uid] = sequence

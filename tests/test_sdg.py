@@ -265,7 +265,7 @@ def test_retry_info_delay_is_read_from_a_real_429_error():
         }
     }
     error = errors.ClientError(429, body)
-    assert teachers.retry_delay_from(error) == 37.0
+    assert teachers.error_facts(error).retry_delay_s == 37.0
     assert teachers.is_retryable(error)
     assert not teachers.is_retryable(errors.ClientError(404, {"error": {"code": 404}}))
 

@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 # The personas to train, from personas.toml (or PERSONAS_FILE=...): stdlib only, so no venv is needed to read it.
 PERSONAS_FILE ?= personas.toml
-STYLES = $(shell $(PYTHON) personas.py --personas-file $(PERSONAS_FILE))
+STYLES = $(shell $(PYTHON) -m paper_personas.personas --personas-file $(PERSONAS_FILE))
 
 .PHONY: venv test lint smoke pipeline train bench clean
 

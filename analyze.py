@@ -9,8 +9,8 @@ Reads:  the base model (--model, default: the one in adapter_config.json) and ad
 Writes: reports/<id>.md, each section followed by one perspective per persona, and the same content as
         reports/<id>.json (--out moves both).
 
-Fetching, extraction and sectioning run paperExtractor.py itself, and chunks and prompts come from units.py and
-personas.py as in step 2, so a persona sees exactly the prompt it was trained on. The base model is loaded once;
+Fetching, extraction and sectioning run paperExtractor.py itself, and chunks and prompts come from paper_personas.units and
+paper_personas.personas as in step 2, so a persona sees exactly the prompt it was trained on. The base model is loaded once;
 personas are switched by swapping LoRA weights, which all adapters share the shape of.
 """
 
@@ -25,23 +25,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import (
-    MAX_TOKENS,
-    InputError,
-    atomic_writer,
-    count_tokens,
-    die,
-    load_tokenizer,
-    read_json,
-    safe_filename,
-    settings_from,
-    setup_logging,
-    write_json,
-)
-from models import PersonaModel, adapter_configs, default_model
-from personas import DEFAULT_FILE as DEFAULT_PERSONAS_FILE
-from personas import Persona, load_personas, select
-from units import Unit, build_units, chunk_budget
+from paper_personas.cli import InputError, die, settings_from, setup_logging
+from paper_personas.files import atomic_writer, read_json, safe_filename, write_json
+from paper_personas.models import PersonaModel, adapter_configs, default_model
+from paper_personas.personas import DEFAULT_FILE as DEFAULT_PERSONAS_FILE
+from paper_personas.personas import Persona, load_personas, select
+from paper_personas.tokens import MAX_TOKENS, count_tokens, load_tokenizer
+from paper_personas.units import Unit, build_units, chunk_budget
 
 log = logging.getLogger("analyze")
 

@@ -30,7 +30,7 @@ Metrics per answer; every mean comes with a 95% bootstrap interval and its sampl
               on non-degenerate answers only: an empty answer has no reading grade, not the best one
   loss        masked loss per token of the reference answer, per row (the adapter should lower it)
   judge       with --judge gemini|openai|mlx: adapter against prompted base, both orders, accuracy to the section
-              and style judged separately, through the same teacher interface as step 2 (teachers.py)
+              and style judged separately, through the same teacher interface as step 2 (paper_personas/teachers/)
 """
 
 import argparse
@@ -47,23 +47,14 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from common import (
-    MAX_TOKENS,
-    InputError,
-    atomic_writer,
-    die,
-    other_budgets,
-    read_jsonl,
-    settings_from,
-    setup_logging,
-    split_dir,
-    write_json,
-    write_jsonl,
-)
-from models import PersonaModel, adapter_configs, default_model, generate
-from personas import DEFAULT_FILE as DEFAULT_PERSONAS_FILE
-from personas import Persona, load_personas, section_text, select
-from teachers import ASKING_TEACHERS, TEACHERS, Teacher, TeacherOptions, Usage, make_teacher, retrying
+from paper_personas.cli import InputError, die, settings_from, setup_logging
+from paper_personas.files import atomic_writer, other_budgets, read_jsonl, split_dir, write_json, write_jsonl
+from paper_personas.models import PersonaModel, adapter_configs, default_model, generate
+from paper_personas.personas import DEFAULT_FILE as DEFAULT_PERSONAS_FILE
+from paper_personas.personas import Persona, load_personas, section_text, select
+from paper_personas.teachers import ASKING_TEACHERS, TEACHERS, make_teacher
+from paper_personas.teachers.base import Teacher, TeacherOptions, Usage, retrying
+from paper_personas.tokens import MAX_TOKENS
 
 log = logging.getLogger("evaluate")
 

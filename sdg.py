@@ -1,6 +1,6 @@
 """Step 2: generate one training set per persona (personas.toml) from paper sections with a teacher model:
 Gemini 2.5 Flash by default, the Gemini Batch API at half the price, any OpenAI-compatible server, or a local
-model in this process (teachers.py).
+model in this process (paper_personas/teachers/).
 
 Run simply as:
     $ export GEMINI_API_KEY=...                  # or GOOGLE_API_KEY; never printed or written
@@ -38,42 +38,36 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from common import (
-    MAX_TOKENS,
-    InputError,
-    count_tokens,
-    die,
-    dump_jsonl_line,
-    iter_jsonl,
-    load_tokenizer,
-    read_json,
-    repair_torn_tail,
-    settings_from,
-    setup_logging,
-    write_json,
-    write_jsonl,
-)
-from personas import DEFAULT_FILE as DEFAULT_PERSONAS_FILE
-from personas import Persona, answers_schema, load_personas, system_instruction
-from teachers import (
+from paper_personas.cli import InputError, die, settings_from, setup_logging
+from paper_personas.files import dump_jsonl_line, iter_jsonl, read_json, repair_torn_tail, write_json, write_jsonl
+from paper_personas.personas import DEFAULT_FILE as DEFAULT_PERSONAS_FILE
+from paper_personas.personas import Persona, answers_schema, load_personas, system_instruction
+from paper_personas.teachers import TEACHERS, make_teacher
+from paper_personas.teachers.base import (
     DAILY_QUOTA,
-    DEFAULT_MODEL,
-    GEMINI_BATCH_PRICES,
-    GEMINI_PRICES,
     MIN_STRING_CHARS,
     RETRYABLE,
     SYSTEMIC,
-    TEACHERS,
     FatalAPIError,
     Prices,
     Reply,
     Teacher,
     TeacherOptions,
     Usage,
-    make_teacher,
     retrying,
 )
-from units import MIN_PROSE_CHARS, Unit, build_units, canonical_key, chunk_budget, min_max_tokens, request_text
+from paper_personas.teachers.gemini import DEFAULT_MODEL, GEMINI_PRICES
+from paper_personas.teachers.gemini_batch import GEMINI_BATCH_PRICES
+from paper_personas.tokens import MAX_TOKENS, count_tokens, load_tokenizer
+from paper_personas.units import (
+    MIN_PROSE_CHARS,
+    Unit,
+    build_units,
+    canonical_key,
+    chunk_budget,
+    min_max_tokens,
+    request_text,
+)
 
 log = logging.getLogger("sdg")
 
@@ -820,12 +814,12 @@ async def generate(units: list[Unit], settings: Settings, personas, teacher: Tea
 
 
 def generate_in_batches(settings: Settings, personas, teacher: Teacher, units, pending, done, stats: Stats) -> str:
-    """The Gemini Batch API run (see gemini_batch.py for the protocol and why each step is journaled): settle every
+    """The Gemini Batch API run (see paper_personas/teachers/gemini_batch.py for the protocol and why each step is journaled): settle every
     job a previous run left unfinished, submit what is neither done nor in flight, then wait for the jobs and
     write their results through the same gate and writer as online answers. Returns a note for the summary."""
     from tqdm import tqdm
 
-    from gemini_batch import JOURNAL, BatchAPI, Journal, settle_unheard
+    from paper_personas.teachers.gemini_batch import JOURNAL, BatchAPI, Journal, settle_unheard
 
     journal = Journal.read(settings.out_dir / JOURNAL)
     api = BatchAPI(teacher)
@@ -860,7 +854,7 @@ def submit_jobs(api, journal, units: list[Unit], settings: Settings, personas) -
     number of requests submitted."""
     import tempfile
 
-    from gemini_batch import new_job, request_line
+    from paper_personas.teachers.gemini_batch import new_job, request_line
 
     system, json_schema = system_instruction(personas), answers_schema(personas).model_json_schema()
     options = teacher_options(settings)
@@ -906,7 +900,7 @@ def collect_job(api, journal, job, writer: Writer, settings: Settings, personas,
     """One look at a job: write its results if it has succeeded, return its units to pending if it ended without
     results, else leave it running. Each result is written once: a unit already written (a kill cut an earlier
     collection short) is skipped, and so is a result whose unit's text changed while the job ran."""
-    from gemini_batch import ENDED_WITHOUT_RESULTS, SUCCEEDED, result_lines, result_of
+    from paper_personas.teachers.gemini_batch import ENDED_WITHOUT_RESULTS, SUCCEEDED, result_lines, result_of
 
     state, results, message = api.status(job.job)
     progress.set_postfix(job=job.job, state=state.removeprefix("JOB_STATE_").lower())

@@ -27,20 +27,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import (
-    MAX_TOKENS,
-    TRUNCATION_MARK,
-    InputError,
-    die,
-    iter_jsonl,
-    other_budgets,
-    settings_from,
-    setup_logging,
-    trimmed_path,
-    write_jsonl,
-)
-from personas import DEFAULT_FILE as DEFAULT_PERSONAS_FILE
-from personas import Persona, load_personas, section_text
+from paper_personas.cli import InputError, die, settings_from, setup_logging
+from paper_personas.files import iter_jsonl, other_budgets, trimmed_path, write_jsonl
+from paper_personas.personas import DEFAULT_FILE as DEFAULT_PERSONAS_FILE
+from paper_personas.personas import Persona, load_personas, section_text
+from paper_personas.tokens import MAX_TOKENS, TRUNCATION_MARK
 
 log = logging.getLogger("split_data")
 

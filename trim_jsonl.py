@@ -25,22 +25,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from common import (
-    MAX_TOKENS,
-    TRUNCATION_MARK,
-    InputError,
-    count_tokens,
-    die,
-    iter_jsonl,
-    load_tokenizer,
-    percentile,
-    settings_from,
-    setup_logging,
-    template_tokens,
-    write_jsonl,
-)
-from personas import DEFAULT_FILE as DEFAULT_PERSONAS_FILE
-from personas import load_personas
+from paper_personas.cli import InputError, die, settings_from, setup_logging
+from paper_personas.files import iter_jsonl, write_jsonl
+from paper_personas.personas import DEFAULT_FILE as DEFAULT_PERSONAS_FILE
+from paper_personas.personas import load_personas
+from paper_personas.tokens import MAX_TOKENS, TRUNCATION_MARK, count_tokens, load_tokenizer, template_tokens
 
 log = logging.getLogger("trim_jsonl")
 
@@ -68,6 +57,14 @@ LLAMA3_SPECIAL_TOKENS = (
     "<|finetune_right_pad_id|>",
 )
 LLAMA3_RESERVED = r"<\|reserved_special_token_\d+\|>"
+
+
+def percentile(sorted_values: list[int], q: float) -> int:
+    """Nearest-rank percentile of an already sorted list (0 for an empty one)."""
+    if not sorted_values:
+        return 0
+    rank = max(1, round(q / 100 * len(sorted_values)))
+    return sorted_values[min(rank, len(sorted_values)) - 1]
 
 
 def special_token_finder(tokens: set[str], extra_pattern: str | None = None):

@@ -26,8 +26,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
 
-from common import write_json  # noqa: E402
-from paperExtractor import Store, write_papers_json  # noqa: E402
+from paper_personas.files import write_json  # noqa: E402
+from paper_personas.store import Store, write_papers_json  # noqa: E402
 
 RECORD_BYTES = 108_000
 TIMED_SAVES = 50

@@ -30,7 +30,7 @@ import pymupdf
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from paperExtractor import section_coverage  # noqa: E402
+from paper_personas.sections import section_coverage  # noqa: E402
 
 BASELINE = """
 import pathlib, sys, pymupdf4llm

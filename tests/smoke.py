@@ -26,7 +26,7 @@ from fake_arxiv import FakeArxiv, FakePaper  # noqa: E402
 from pdfs import make_paper_pdf  # noqa: E402
 from tiny_model import build_tiny_llama  # noqa: E402
 
-from personas import DEFAULT_FILE, load_personas  # noqa: E402
+from paper_personas.personas import DEFAULT_FILE, load_personas  # noqa: E402
 
 TOPICS = [
     ("Fast Hash Tables for Everyone", "Hash tables"),

@@ -11,7 +11,7 @@ from mlx.utils import tree_flatten
 from pdfs import make_paper_pdf
 
 import analyze
-import models
+from paper_personas import models
 
 
 def analyze_args(work, *extra):

@@ -5,7 +5,7 @@ from fake_gemini import FakeGemini, Faults
 
 import evaluate
 from evaluate import lead_first, length_ok, reading_grade, rouge_l
-from personas import by_name, load_personas
+from paper_personas.personas import by_name, load_personas
 
 PERSONAS = by_name(load_personas())
 

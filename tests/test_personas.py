@@ -4,8 +4,8 @@ import sys
 import pytest
 from conftest import ROOT
 
-from common import InputError
-from personas import load_personas, section_text, select
+from paper_personas.cli import InputError
+from paper_personas.personas import load_personas, section_text, select
 
 GOOD = """
 [tutor]
@@ -75,20 +75,23 @@ def test_section_text_strips_the_persona_instruction(prompt, section):
 
 def test_the_makefile_reads_the_persona_names_without_the_venv():
     result = subprocess.run(
-        ["python3", str(ROOT / "personas.py")], capture_output=True, text=True, timeout=60, cwd=ROOT
+        ["python3", "-m", "paper_personas.personas"], capture_output=True, text=True, timeout=60, cwd=ROOT
     )
     assert result.returncode == 0 and result.stdout.split() == ["eli5", "intuitive", "executive"]
 
 
-SCRIPTS = ["paperExtractor.py", "sdg.py", "trim_jsonl.py", "split_data.py", "analyze.py", "evaluate.py", "personas.py"]
+SCRIPTS = ["paperExtractor.py", "sdg.py", "trim_jsonl.py", "split_data.py", "analyze.py", "evaluate.py"]
+COMMANDS = [[script] for script in SCRIPTS] + [["-m", "paper_personas.personas"]]  # the Makefile's persona lister
 
 
-@pytest.mark.parametrize("script", SCRIPTS)
-def test_help_needs_no_data_file(tmp_path, script):
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_help_needs_no_data_file(tmp_path, command):
     """--help in a copy of the code with no adapter_config.json, personas.toml, papers.json or data/."""
-    for path in ROOT.glob("*.py"):
-        (tmp_path / path.name).write_text(path.read_text())
+    for path in [*ROOT.glob("*.py"), *ROOT.glob("paper_personas/**/*.py")]:
+        copy = tmp_path / path.relative_to(ROOT)
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        copy.write_text(path.read_text())
     result = subprocess.run(
-        [sys.executable, str(tmp_path / script), "--help"], capture_output=True, text=True, timeout=120, cwd=tmp_path
+        [sys.executable, *command, "--help"], capture_output=True, text=True, timeout=120, cwd=tmp_path
     )
     assert result.returncode == 0 and "usage:" in result.stdout and "Traceback" not in result.stderr

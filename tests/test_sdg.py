@@ -13,10 +13,10 @@ from helpers import PARAGRAPH
 from tenacity import RetryCallState
 
 import sdg
-import teachers
-import units
-from common import count_tokens, load_tokenizer
-from personas import load_personas
+from paper_personas import units
+from paper_personas.personas import load_personas
+from paper_personas.teachers import base, gemini
+from paper_personas.tokens import count_tokens, load_tokenizer
 
 KEY = "test-key-5f3a9c"  # must never appear in anything sdg.py writes
 
@@ -265,9 +265,9 @@ def test_retry_info_delay_is_read_from_a_real_429_error():
         }
     }
     error = errors.ClientError(429, body)
-    assert teachers.error_facts(error).retry_delay_s == 37.0
-    assert teachers.is_retryable(error)
-    assert not teachers.is_retryable(errors.ClientError(404, {"error": {"code": 404}}))
+    assert gemini.error_facts(error).retry_delay_s == 37.0
+    assert gemini.is_retryable(error)
+    assert not gemini.is_retryable(errors.ClientError(404, {"error": {"code": 404}}))
 
 
 @pytest.mark.parametrize("asked, low, high", [("7s", 7.0, 8.0), ("86400s", 300.0, 301.0)])
@@ -277,7 +277,7 @@ def test_retry_info_is_waited_out_up_to_a_cap(asked, low, high):
     }
     state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})
     state.set_exception((errors.ClientError, errors.ClientError(429, body), None))
-    wait = teachers.wait_for(state)
+    wait = base.wait_for(state, gemini.error_facts)
     assert low <= wait <= high  # the delay asked for, plus up to 1 s of jitter; a day is capped at 5 minutes
 
 
@@ -326,7 +326,7 @@ def test_todays_personas_render_the_rows_they_always_did_byte_for_byte():
 
 
 def sdg_answers_model():
-    from personas import answers_schema
+    from paper_personas.personas import answers_schema
 
     return answers_schema(load_personas())
 
@@ -389,14 +389,14 @@ def test_a_per_minute_429_waits_for_retry_info_and_a_bare_429_backs_off():
     def wait(body):
         state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})
         state.set_exception((errors.ClientError, errors.ClientError(429, body), None))
-        return teachers.classify(state.outcome.exception()), teachers.wait_for(state)
+        return gemini.classify(state.outcome.exception()), base.wait_for(state, gemini.error_facts)
 
     kind, waited = wait(quota_body("gemini-2.5-flash", per_day=False, delay_s=7))
-    assert kind == teachers.RETRYABLE and 7 <= waited <= 8  # RetryInfo's 7 s plus up to 1 s of jitter
+    assert kind == base.RETRYABLE and 7 <= waited <= 8  # RetryInfo's 7 s plus up to 1 s of jitter
     kind, waited = wait(error_body(429, "RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota)."))
-    assert kind == teachers.RETRYABLE and 0 <= waited <= 2  # first backoff: full jitter over 2 s
+    assert kind == base.RETRYABLE and 0 <= waited <= 2  # first backoff: full jitter over 2 s
     kind, _ = wait(quota_body("gemini-2.5-flash", per_day=True, delay_s=47))
-    assert kind == teachers.DAILY_QUOTA  # though it asks for only 47 s
+    assert kind == base.DAILY_QUOTA  # though it asks for only 47 s
 
 
 @pytest.mark.parametrize(

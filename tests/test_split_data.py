@@ -10,8 +10,8 @@ from conftest import ROOT
 from helpers import chat_row, read_rows, write_rows
 
 import split_data
-from common import TRUNCATION_MARK
-from personas import load_personas
+from paper_personas.personas import load_personas
+from paper_personas.tokens import TRUNCATION_MARK
 from split_data import assign_groups
 
 PERSONAS = [p.name for p in load_personas()]

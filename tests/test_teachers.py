@@ -16,8 +16,8 @@ from fake_openai import FakeOpenAI, OpenAIFaults
 from test_sdg import write_papers
 
 import sdg
-import teachers
-from personas import answers_schema, load_personas
+from paper_personas.personas import answers_schema, load_personas
+from paper_personas.teachers import local_mlx, openai_compatible
 
 KEY = "sk-test-8d2c"  # must never appear in anything sdg.py writes
 
@@ -141,7 +141,7 @@ def test_a_server_that_ignores_the_schema_is_recorded_unit_by_unit_and_the_run_f
 
 
 def test_openai_requests_carry_a_strict_json_schema():
-    schema = teachers.strict_json_schema(answers_schema(load_personas()))
+    schema = openai_compatible.strict_json_schema(answers_schema(load_personas()))
     eli5 = schema["$defs"]["Eli5Answer"]
     assert schema["additionalProperties"] is False and eli5["additionalProperties"] is False
     assert eli5["required"] == ["analogy", "explanation"]
@@ -204,14 +204,14 @@ def test_mlx_teacher_gives_only_schema_valid_answers_from_a_random_model(tmp_pat
 
 def test_the_grammar_bounds_every_field_so_the_answer_always_closes():
     schema = answers_schema(load_personas()).model_json_schema()
-    grammar = teachers.lark_grammar(schema, string_max_tokens=77)
-    assert teachers.string_fields(schema) == 6 and grammar.count("[max_tokens=77]") == 6
+    grammar = local_mlx.lark_grammar(schema, string_max_tokens=77)
+    assert local_mlx.string_fields(schema) == 6 and grammar.count("[max_tokens=77]") == 6
     assert '"\\"eli5\\":"' in grammar and "{39,}" in grammar  # keys in order, 40 characters at least
     from llguidance import LLMatcher
 
     assert LLMatcher.validate_grammar(LLMatcher.grammar_from_lark(grammar)) == ""
     with pytest.raises(ValueError, match="cannot constrain a 'integer' field"):
-        teachers.lark_grammar({"type": "object", "properties": {"n": {"type": "integer"}}}, 10)
+        local_mlx.lark_grammar({"type": "object", "properties": {"n": {"type": "integer"}}}, 10)
 
 
 def test_without_any_key_the_error_names_the_local_teacher(tmp_path, tiny_model):

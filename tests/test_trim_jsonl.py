@@ -7,7 +7,7 @@ from helpers import PARAGRAPH, chat_row, read_rows, tiny_tiktoken, write_rows
 from mlx_lm.utils import load_tokenizer
 
 import trim_jsonl
-from common import TEMPLATE_BASE_TOKENS, TEMPLATE_TOKENS_PER_MESSAGE, TRUNCATION_MARK
+from paper_personas.tokens import TEMPLATE_BASE_TOKENS, TEMPLATE_TOKENS_PER_MESSAGE, TRUNCATION_MARK
 from trim_jsonl import TiktokenCounter
 
 

@@ -1,36 +1,15 @@
-"""The thin module the pipeline scripts share: the settings the steps must agree on, JSONL streaming, atomic
-writes, errors, logging and tokenizers.
-
-The scripts import from here and never from each other, so each step stays a standalone file.
-"""
+"""Files every step reads and writes: JSONL streaming with file:line errors, atomic writes that respect the
+umask, torn-tail repair, and where each step's outputs live (data/eli5_2048.jsonl, data/eli5_2048/)."""
 
 import contextlib
-import dataclasses
 import json
-import logging
 import os
 import re
-import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-# ----------------------------------------------------------------------------- settings every step shares
-
-MAX_TOKENS = 2048  # the trainer's max_seq_length: step 2 sizes chunks for it, step 3 trims to it, 4 and 5 read it
-# Llama 3.2's chat template around the message texts, measured with its real tokenizer
-# (bench/template_margin.py): 26 tokens once (BOS and the default system header with its dates),
-# plus 5 per message (<|start_header_id|>, role, <|end_header_id|>, "\n\n", <|eot_id|>).
-TEMPLATE_BASE_TOKENS = 26
-TEMPLATE_TOKENS_PER_MESSAGE = 5
-
-
-# trim_jsonl.py ends a cut user text with this; split_data.py ignores it when it compares sections.
-TRUNCATION_MARK = "\n\n[…truncated]"
-
-
-def template_tokens(messages: int) -> int:
-    return TEMPLATE_BASE_TOKENS + TEMPLATE_TOKENS_PER_MESSAGE * messages
+from paper_personas.cli import InputError
 
 
 def trimmed_path(data_dir: Path, persona: str, max_tokens: int) -> Path:
@@ -60,33 +39,6 @@ def safe_filename(paper_id: str) -> str:
     any script are kept, so two papers named in Chinese do not both become "paper"."""
     name = re.sub(r"[^\w.-]+", "_", paper_id).strip("._")
     return name or "paper"
-
-
-def settings_from(cls, args):
-    """A frozen settings dataclass from parsed arguments: the one place argparse's namespace is read."""
-    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
-
-
-class InputError(Exception):
-    """Bad input a user can fix. The message names the file, the line and the fix; it is shown without a traceback."""
-
-
-def die(message: str) -> None:
-    """Exit 1 with a one-line message and no traceback (usage mistakes go to parser.error, exit 2)."""
-    sys.exit(f"error: {message}")
-
-
-def setup_logging(verbose: bool = False) -> None:
-    # stderr carries logs and progress bars; stdout is kept for results.
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(message)s",
-        datefmt="%H:%M:%S",
-        stream=sys.stderr,
-    )
-    # One INFO line per HTTP request; google-genai sends through httpx2, a fork with a logger of its own.
-    for noisy in ("httpx", "httpx2", "google_genai", "google_genai.models", "arxiv"):
-        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)
 
 
 # ----------------------------------------------------------------------------- reading
@@ -198,55 +150,3 @@ def write_json(path: str | Path, obj: object) -> None:
     with atomic_writer(path) as f:
         json.dump(obj, f, ensure_ascii=False, indent=1)
         f.write("\n")
-
-
-# ----------------------------------------------------------------------------- tokenizers
-
-
-def load_tiktoken(name: str):
-    """Load a tiktoken encoding, or raise InputError that explains the offline case and the local alternative."""
-    import tiktoken
-
-    try:
-        return tiktoken.get_encoding(name)
-    except ValueError as e:
-        raise InputError(f"unknown tiktoken encoding {name!r} ({e}); try cl100k_base or o200k_base") from None
-    except Exception as e:  # requests' ConnectionError and friends: tiktoken downloads encodings on first use
-        raise InputError(
-            f"could not load tiktoken encoding {name!r}: it is downloaded on first use and that failed "
-            f"({type(e).__name__}). Without network access, pass --tokenizer PATH to a local model folder "
-            "(any folder with tokenizer.json), or set TIKTOKEN_CACHE_DIR to a folder that already holds it."
-        ) from None
-
-
-def load_tokenizer(spec: str):
-    """A tiktoken.Encoding for an encoding name, else the tokenizer (with chat template) of a local model folder
-    or Hugging Face model id, loaded as mlx_lm loads it. Raises InputError saying what to pass instead."""
-    import tiktoken
-
-    if spec in tiktoken.list_encoding_names():
-        return load_tiktoken(spec)
-    from mlx_lm.utils import load_tokenizer as mlx_load_tokenizer
-
-    try:
-        return mlx_load_tokenizer(Path(spec) if Path(spec).exists() else spec)
-    except Exception as e:
-        raise InputError(
-            f"could not load tokenizer {spec!r} ({type(e).__name__}: {e}). Pass a tiktoken encoding "
-            f"({', '.join(tiktoken.list_encoding_names())}), a local model folder, or a Hugging Face model id"
-        ) from None
-
-
-def count_tokens(tokenizer, texts: list[str]) -> list[int]:
-    """Token counts of plain texts (no special tokens) for either kind of tokenizer load_tokenizer returns."""
-    if hasattr(tokenizer, "encode_ordinary_batch"):
-        return [len(t) for t in tokenizer.encode_ordinary_batch(texts)]
-    return [len(tokenizer.encode(t, add_special_tokens=False)) for t in texts]
-
-
-def percentile(sorted_values: list[int], q: float) -> int:
-    """Nearest-rank percentile of an already sorted list (0 for an empty one)."""
-    if not sorted_values:
-        return 0
-    rank = max(1, round(q / 100 * len(sorted_values)))
-    return sorted_values[min(rank, len(sorted_values)) - 1]

@@ -8,7 +8,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
-from common import template_tokens
+from paper_personas.tokens import template_tokens
 
 ANSWER_TOKENS = 450  # room kept for the longest persona answer: 2 fields of at most ~220 words, rendered
 MIN_PROSE_CHARS = 100  # a section with less running text than this (a lone equation, a caption) is skipped

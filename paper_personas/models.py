@@ -7,9 +7,10 @@ same code path.
 import json
 from pathlib import Path
 
-from common import InputError, read_json
+from paper_personas.cli import InputError
+from paper_personas.files import read_json
 
-REPO_CONFIG = Path(__file__).resolve().parent / "adapter_config.json"
+REPO_CONFIG = Path(__file__).resolve().parent.parent / "adapter_config.json"
 LORA_KEYS = ("fine_tune_type", "num_layers", "lora_parameters")
 
 

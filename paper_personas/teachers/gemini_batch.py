@@ -31,14 +31,38 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common import InputError, iter_jsonl, repair_torn_tail
-from teachers import SYSTEMIC, FatalAPIError, Reply, Teacher, gemini_reply, make_client, retrying
+from paper_personas.cli import InputError
+from paper_personas.files import iter_jsonl, repair_torn_tail
+from paper_personas.teachers.base import SYSTEMIC, FatalAPIError, Prices, Reply, Teacher, retrying
+from paper_personas.teachers.gemini import (
+    PRICE_CACHED,
+    PRICE_INPUT,
+    PRICE_OUTPUT,
+    GeminiTeacher,
+    gemini_reply,
+    make_client,
+)
 
 JOURNAL = "sdg_batches.jsonl"
 SUCCEEDED = "JOB_STATE_SUCCEEDED"
 ENDED_WITHOUT_RESULTS = {"JOB_STATE_FAILED", "JOB_STATE_CANCELLED", "JOB_STATE_EXPIRED"}
 API_RETRIES = 6
 EVENTS = ("submitting", "created", "abandoned", "ended", "collected")  # a job's life, in the journal's words
+# The Batch API bills half the online price (ai.google.dev/gemini-api/docs/batch-mode).
+GEMINI_BATCH_PRICES = Prices(PRICE_INPUT / 2, PRICE_OUTPUT / 2, PRICE_CACHED / 2)
+
+
+class GeminiBatchTeacher(GeminiTeacher):
+    """Gemini through the Batch API: the same model, key and error classes, half the price. sdg.py runs it with
+    this module's jobs instead of asking unit by unit."""
+
+    name = "gemini-batch"
+    prices = GEMINI_BATCH_PRICES
+    default_rpm = 0.0
+    batch = True
+
+    async def ask(self, system: str, text: str, schema) -> Reply:
+        raise NotImplementedError("gemini-batch answers through jobs (teachers/gemini_batch.py), never one request at a time")
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """The personas, read from personas.toml: what each is told, how its answer is shaped, rendered and checked.
 
 Every script that needs a persona gets it here, so adding one is an edit of personas.toml (or of a file named
-with --personas-file) and nothing else. `python personas.py` prints the persona names, for the Makefile.
+with --personas-file) and nothing else. `python -m paper_personas.personas` prints the persona names, for the Makefile.
 """
 
 import argparse
@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
-from common import InputError
+from paper_personas.cli import InputError
 
-DEFAULT_FILE = Path(__file__).resolve().parent / "personas.toml"
+DEFAULT_FILE = Path(__file__).resolve().parent.parent / "personas.toml"
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")  # persona and field names: file names, JSON keys and Python identifiers
 PERSONA_KEYS = {"user_prefix", "instructions", "fields", "forbidden_words", "checks"}
 CHECK_KEYS = {"max_reading_grade", "first_field_max_words", "answer_words"}

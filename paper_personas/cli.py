@@ -1,0 +1,33 @@
+"""What every script does at its edges: a frozen settings object from parsed arguments, errors a user can fix
+shown without a traceback, and logging to stderr."""
+
+import dataclasses
+import logging
+import sys
+
+
+def settings_from(cls, args):
+    """A frozen settings dataclass from parsed arguments: the one place argparse's namespace is read."""
+    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
+
+
+class InputError(Exception):
+    """Bad input a user can fix. The message names the file, the line and the fix; it is shown without a traceback."""
+
+
+def die(message: str) -> None:
+    """Exit 1 with a one-line message and no traceback (usage mistakes go to parser.error, exit 2)."""
+    sys.exit(f"error: {message}")
+
+
+def setup_logging(verbose: bool = False) -> None:
+    # stderr carries logs and progress bars; stdout is kept for results.
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    # One INFO line per HTTP request; google-genai sends through httpx2, a fork with a logger of its own.
+    for noisy in ("httpx", "httpx2", "google_genai", "google_genai.models", "arxiv"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)

@@ -1,0 +1,183 @@
+"""The interface every teacher has, the four kinds of error a caller acts on, and the one retry policy.
+
+A teacher is given the system instructions, the unit's text and the response schema (a pydantic model) and
+returns a Reply: the answer's text, the finish reason, the usage and the model version; or it raises an error
+that its classify() sorts into the four kinds a caller acts on differently (a retry fixes it; it is about this
+one request; every request would fail the same way; the quota is spent). Rate limits, retries, the quality
+gate, resume, the lock, the ledger and orphans sit above, in sdg.py, the same for every teacher."""
+
+import os
+import random
+from dataclasses import astuple, dataclass
+from urllib.parse import urlparse
+
+MAX_RETRY_WAIT_S = 300.0
+# What a caller does about an error: retry it; record this one unit; stop the run; stop and wait for the quota.
+RETRYABLE, PER_UNIT, SYSTEMIC, DAILY_QUOTA = "retryable", "per_unit", "systemic", "daily_quota"
+
+
+class FatalAPIError(Exception):
+    """An error no retry can fix (bad key, unknown model, a spent daily quota): the run stops with this message."""
+
+    def __init__(self, message: str, quota: bool = False):
+        super().__init__(message)
+        self.quota = quota  # the quota is spent: the fix is to wait or pay, not to change a setting
+
+
+@dataclass(frozen=True)
+class ErrorFacts:
+    """What an API error says, read from the google.rpc body: code, status, message, and its details."""
+
+    code: int | None
+    status: str
+    message: str
+    reason: str  # ErrorInfo.reason, e.g. API_KEY_INVALID, SERVICE_DISABLED
+    quota_ids: tuple[str, ...]  # QuotaFailure.violations[].quotaId
+    retry_delay_s: float | None  # RetryInfo.retryDelay
+
+    @property
+    def signature(self) -> str:
+        """Two failures with the same signature are the same failure."""
+        return f"{self.code} {self.status} {self.reason} {self.message[:120]}"
+
+    def describe(self) -> str:
+        """The server's own words, as "404 NOT_FOUND: models/x is not found ..."."""
+        head = " ".join(str(part) for part in (self.code, self.status) if part)
+        return f"{head}: {self.message}" if head else self.message
+
+
+def url_problem(base_url: str, example_scheme: str = "https") -> str | None:
+    """Why --base-url cannot be an endpoint (no http(s) scheme, or no host), or None."""
+    url = urlparse(base_url)
+    if url.scheme not in ("http", "https") or not url.netloc:
+        return f"--base-url {base_url!r} is not an http(s) URL; write it in full, e.g. {example_scheme}://{base_url}"
+    return None
+
+
+def wait_for(retry_state, facts) -> float:
+    """The delay the server asks for when it gives one (Gemini's RetryInfo, a Retry-After header), else
+    exponential backoff with full jitter (1 s .. 60 s), as for a bare 429. A spent daily quota never gets here:
+    classify() stops the run. `facts` reads an error of the teacher in use."""
+    error = retry_state.outcome.exception()
+    asked = facts(error).retry_delay_s
+    if asked is not None:
+        return min(asked, MAX_RETRY_WAIT_S) + random.uniform(0, 1)
+    return random.uniform(0, min(60.0, 2.0**retry_state.attempt_number))
+
+
+# ----------------------------------------------------------------------------- the interface every teacher has
+
+MIN_STRING_CHARS = 40  # the quality gate's floor for an answer field; a constrained local model is held to it
+
+
+@dataclass
+class Usage:
+    """Tokens one request used. Thinking (reasoning) tokens are billed as output but counted apart."""
+
+    input: int = 0
+    output: int = 0
+    thinking: int = 0
+    cached: int = 0
+
+    def __add__(self, other: "Usage") -> "Usage":
+        return Usage(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
+
+@dataclass(frozen=True)
+class Prices:
+    """USD per million tokens."""
+
+    input: float
+    output: float
+    cached: float
+
+    def cost(self, usage: Usage) -> float:
+        fresh = usage.input - usage.cached
+        return (fresh * self.input + usage.cached * self.cached + (usage.output + usage.thinking) * self.output) / 1e6
+
+
+FREE = Prices(0.0, 0.0, 0.0)
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One answer. `finish` is STOP, MAX_TOKENS, a block reason (SAFETY, CONTENT_FILTER, REFUSAL, ...) or the
+    teacher's own word for anything else; `blocked_prompt` says the prompt itself was refused."""
+
+    text: str
+    finish: str
+    usage: Usage
+    blocked_prompt: str | None = None
+    model_version: str | None = None
+
+
+@dataclass(frozen=True)
+class TeacherOptions:
+    """What a teacher is built from, read once from the command line by the script that uses it."""
+
+    model: str
+    base_url: str | None = None
+    timeout: float = 120.0
+    temperature: float = 0.7
+    max_output_tokens: int = 2048
+    thinking_budget: int = 0
+    concurrency: int = 8  # mlx: the sequences decoded together
+
+
+class Teacher:
+    """The interface; one subclass per way of asking. A new teacher is one class here and its tests."""
+
+    name = ""
+    default_model = ""  # "" = --model is required
+    base_url_env = ""  # the environment variable --base-url defaults to
+    prices = FREE
+    default_rpm = 0.0  # requests per minute when --rpm is not given; 0 = no client-side limit
+    remote = True  # a network call, bounded by --timeout as a whole; a local model is not
+    batch = False  # answers come back from a job later (teachers/gemini_batch.py), not from ask()
+    fix_hint = "Fix the cause and rerun; finished rows are kept."
+    quota_hint = "Rerun when the quota is restored; it resumes."
+
+    def __init__(self, options: TeacherOptions):
+        self.options = options
+
+    @classmethod
+    def endpoint(cls, model: str | None, base_url: str | None) -> tuple[str, str | None]:
+        """The model and URL to use when the command line leaves them out: the teacher's default model ("" when
+        it must be named), and its endpoint's environment variable."""
+        from_env = os.environ.get(cls.base_url_env) if cls.base_url_env else None
+        return model or cls.default_model, base_url or from_env
+
+    def problem(self) -> str | None:
+        """A setting every request would be refused for, found before the first one; None when all is well."""
+        return None
+
+    def key_problem(self) -> str | None:
+        """What to do when the teacher needs a key and none is set; None when it needs none or has one."""
+        return None
+
+    async def ask(self, system: str, text: str, schema) -> Reply:
+        raise NotImplementedError
+
+    def facts(self, error: BaseException) -> ErrorFacts:
+        return ErrorFacts(None, "", str(error) or type(error).__name__, "", (), None)
+
+    def classify(self, error: BaseException) -> str:
+        return PER_UNIT
+
+    async def aclose(self) -> None:
+        pass
+
+
+def retrying(teacher: Teacher, max_retries: int, before_sleep=None, blocking: bool = False):
+    """The one retry policy: only what the teacher calls retryable, waiting what the server asks, or backing off
+    with jitter. Used by sdg.py (with its rate limiter inside each attempt), by evaluate.py's judge and, blocking,
+    by the Batch API's calls (teachers/gemini_batch.py)."""
+    import tenacity
+
+    return (tenacity.Retrying if blocking else tenacity.AsyncRetrying)(
+        stop=tenacity.stop_after_attempt(max_retries + 1),
+        wait=lambda state: wait_for(state, teacher.facts),
+        retry=tenacity.retry_if_exception(lambda e: teacher.classify(e) == RETRYABLE),
+        before_sleep=before_sleep,
+        reraise=True,
+    )

@@ -9,9 +9,10 @@ Reads:  the base model (--model, default: the one in adapter_config.json) and ad
 Writes: reports/<id>.md, each section followed by one perspective per persona, and the same content as
         reports/<id>.json (--out moves both).
 
-Fetching, extraction and sectioning run paperExtractor.py itself, and chunks and prompts come from paper_personas.units and
-paper_personas.personas as in step 2, so a persona sees exactly the prompt it was trained on. The base model is loaded once;
-personas are switched by swapping LoRA weights, which all adapters share the shape of.
+Fetching, extraction and sectioning run paperExtractor.py itself, and chunks and prompts come from
+paper_personas.units and paper_personas.personas as in step 2, so a persona sees exactly the prompt it was trained
+on. The base model is loaded once; personas are switched by swapping LoRA weights, which all adapters share
+the shape of.
 """
 
 import argparse

@@ -814,9 +814,10 @@ async def generate(units: list[Unit], settings: Settings, personas, teacher: Tea
 
 
 def generate_in_batches(settings: Settings, personas, teacher: Teacher, units, pending, done, stats: Stats) -> str:
-    """The Gemini Batch API run (see paper_personas/teachers/gemini_batch.py for the protocol and why each step is journaled): settle every
-    job a previous run left unfinished, submit what is neither done nor in flight, then wait for the jobs and
-    write their results through the same gate and writer as online answers. Returns a note for the summary."""
+    """The Gemini Batch API run (paper_personas/teachers/gemini_batch.py has the protocol and why each step is
+    journaled): settle every job a previous run left unfinished, submit what is neither done nor in flight, then
+    wait for the jobs and write their results through the same gate and writer as online answers. Returns a note
+    for the summary."""
     from tqdm import tqdm
 
     from paper_personas.teachers.gemini_batch import JOURNAL, BatchAPI, Journal, settle_unheard

@@ -57,9 +57,13 @@ AFFILIATION = re.compile(
     r"corporation|research|google|microsoft|ibm|yahoo|e-?mail|http|www\.|street|road|avenue|usa|china|germany)\b",
     re.IGNORECASE,
 )
-NAME_TOKEN = re.compile(
-    r"^(?:[A-Z][a-zA-Z'’\-]+|[A-Z]\.(?:-?[A-Z]\.)*|[A-Z][A-Z'’\-]+|van|von|de|der|da|del|di|le|la)$"
-)
+# A word of a person's name in any Latin-script language ("Müller", "O’Brien", "Jean-Pierre"), an initial ("J.",
+# "J.-P."), a name in capitals ("GOLUBCHIK"), or a particle; letters only, so "58th" or "2020" never is one.
+NAME_TOKEN = re.compile(r"^(?:[^\W\d_](?:[^\W\d_]|['’\-])*|[^\W\d_]\.(?:-?[^\W\d_]\.)*)$")
+NAME_PARTICLES = {"van", "von", "de", "der", "da", "del", "di", "le", "la"}
+# Affiliation marks set after a name: digits, footnote symbols, or a lone Greek letter ("Smithα", "Jones2,β"; a
+# Greek word has more than one). A mark ends a name, so "Ada Lovelace1 Alan Turing2" is two names.
+AFFILIATION_MARK = re.compile(r"[\d*†‡§¶∗⋆]+|(?<![\u0370-\u03ff])[\u03b1-\u03c9](?![\u0370-\u03ff])")
 
 
 def page_lines(page) -> list[tuple[float, float, str]]:
@@ -75,24 +79,34 @@ def page_lines(page) -> list[tuple[float, float, str]]:
     return [(y, size, text) for y, _, size, text in sorted(lines)]
 
 
+def is_name(tokens: list[str]) -> bool:
+    return (
+        2 <= len(tokens) <= 5
+        and all(t[0].isupper() or t in NAME_PARTICLES for t in tokens)
+        and all(NAME_TOKEN.match(t) for t in tokens)
+    )
+
+
 def names_in(line: str) -> list[str]:
-    """The person names of an author line ("Ada Lovelace, Alan Turing and Grace Hopper"), or [] if it is not one."""
-    if AFFILIATION.search(line) or len(line) > 160:
+    """The person names of an author line ("Ada Lovelace, Alan Turing and Grace Hopper", "José Müller1 Bob
+    Jones2,α"), or [] if it is not one. A line that names an affiliation gives names only as ACM's journals print
+    them, in capitals before it ("LEANA GOLUBCHIK, University of Southern California")."""
+    if len(line) > 300:
         return []
-    cleaned = re.sub(r"[\d*†‡§¶∗⋆]+", " ", line)  # affiliation markers
+    cleaned = AFFILIATION_MARK.sub(",", line)
     cleaned = re.sub(r"[´¨`˝˜ˆ˘˚¸]", "", cleaned)  # TeX's spacing accents: "Zolt´an Gy¨ongyi" -> "Zoltan Gyongyi"
-    names = []
-    for part in re.split(r",|;|\band\b|·|&", cleaned, flags=re.IGNORECASE):
-        tokens = part.split()
-        if not tokens:
-            continue
-        capitalised = all(
-            t[0].isupper() or t in ("van", "von", "de", "der", "da", "del", "di", "le", "la") for t in tokens
-        )
-        if not (2 <= len(tokens) <= 5 and capitalised and all(NAME_TOKEN.match(t) for t in tokens)):
+    parts = [p.split() for p in re.split(r",|;|\band\b|·|&", cleaned, flags=re.IGNORECASE)]
+    parts = [tokens for tokens in parts if tokens]
+    if AFFILIATION.search(line):
+        in_capitals = [all(t.isupper() or t in NAME_PARTICLES for t in tokens) and is_name(tokens) for tokens in parts]
+        count = next((i for i, ok in enumerate(in_capitals) if not ok), len(parts))
+        if not count or not AFFILIATION.search(" ".join(" ".join(tokens) for tokens in parts[count:])):
             return []
-        names.append(" ".join(t.title() if t.isupper() and "." not in t else t for t in tokens))
-    return names
+    else:
+        count = len(parts)
+        if not all(is_name(tokens) for tokens in parts):
+            return []
+    return [" ".join(t.title() if t.isupper() and "." not in t else t for t in tokens) for tokens in parts[:count]]
 
 
 def first_page_title_authors(page) -> tuple[str, list[str]]:
@@ -107,9 +121,10 @@ def first_page_title_authors(page) -> tuple[str, list[str]]:
     title = " ".join(lines[i][2] for i in title_lines)
     authors: list[str] = []
     for _, _, text in lines[title_lines[-1] + 1 :]:
-        if re.match(r"^\W*(?:abstract|summary|摘要)\b", text, re.IGNORECASE) or len(text) > 160:
-            break
-        authors += [n for n in names_in(text) if n not in authors]
+        found = names_in(text)
+        if re.match(r"^\W*(?:abstract|summary|摘要)\b", text, re.IGNORECASE) or (len(text) > 160 and not found):
+            break  # the abstract, labelled or not: a long line that names nobody
+        authors += [n for n in found if n not in authors]
     return (title if 8 <= len(title) <= 300 else ""), authors
 
 

@@ -145,3 +145,74 @@ def make_hard_paper_pdf() -> bytes:
     data = doc.tobytes()
     doc.close()
     return data
+
+
+# Author blocks as the venues print them, where step 1 used to miss the authors: many names over several lines,
+# affiliation marks in superscript (digits, symbols or Greek letters), names in capitals, accented letters, and
+# names interleaved with affiliation and e-mail lines. Each style gives (PDF, the authors a reader sees).
+MANY_AUTHORS = [
+    "José Müller", "Bob Jones", "Carol White", "Dan O’Brien", "Eve Black", "Frank Green", "Grace Hall",
+    "Henry King", "Irene Lopez", "Jürgen Schmidt", "Kim Nguyen", "Lena Petrova", "Marco Rossi", "Nina Berg",
+    "Omar Haddad", "Paula Souza", "Quentin Moreau",
+]  # fmt: skip
+MARKS = ["1", "2", "α", "β,γ", "∗", "†", "1,2", "3"]
+AFFILIATIONS = ["University of Nowhere", "Institute for Examples", "Example Research Lab"]
+
+
+def _name_with_mark(writer, page_font, mark_font, x, y, name, mark, size):
+    """A name followed by its affiliation mark, raised and smaller as LaTeX sets a superscript."""
+    _, end = writer.append((x, y), name, font=page_font, fontsize=size)
+    _, end = writer.append((end.x, y - size * 0.35), mark, font=mark_font, fontsize=size * 0.65)
+    return end.x
+
+
+def make_author_block_pdf(style: str) -> tuple[bytes, list[str]]:
+    """style: "sigconf" (ACM: a grid of names, each over its affiliation and e-mail; no "Abstract" label),
+    "acmsmall" (ACM journals: NAMES IN CAPITALS, each followed by its affiliation on the same line), or "acl" (ACL:
+    names with superscript marks over two lines, then the marked affiliations and the e-mails)."""
+    doc = pymupdf.open()
+    page = doc.new_page(width=612, height=792)
+    latin, marks = pymupdf.Font("helv"), pymupdf.Font("cjk")  # helv has Latin-1; the fallback font has Greek
+    writer = pymupdf.TextWriter(page.rect)
+    page.insert_text((72, 70), "Learning to Read Author Blocks at Scale", fontsize=18, fontname="hebo")
+    if style == "sigconf":
+        authors = MANY_AUTHORS[:9]
+        for i, name in enumerate(authors):
+            x, y = 72 + (i % 3) * 170, 110 + (i // 3) * 60
+            writer.append((x, y), name, font=latin, fontsize=11)
+            writer.append((x, y + 13), AFFILIATIONS[i % 3], font=latin, fontsize=9)
+            writer.append((x, y + 25), f"{name.split()[-1].lower()}@example.org", font=latin, fontsize=9)
+        top = 300
+    elif style == "acmsmall":
+        authors = MANY_AUTHORS[:6]
+        for i, name in enumerate(authors):
+            line = f"{name.upper()}, {AFFILIATIONS[i % 3]}, Country {i}"
+            writer.append((72, 100 + 14 * i), line, font=latin, fontsize=10)
+        top = 200
+    elif style == "acl":
+        authors = MANY_AUTHORS
+        x, y = 72, 100
+        for i, name in enumerate(authors):
+            if x > 430:
+                x, y = 72, y + 16
+            x = _name_with_mark(writer, latin, marks, x, y, name, MARKS[i % len(MARKS)], 11) + 14
+        for j, affiliation in enumerate(AFFILIATIONS):
+            writer.append((72, y + 20 + 12 * j), f"{j + 1} {affiliation}", font=latin, fontsize=9)
+        writer.append((72, y + 56), "{jmuller,bjones,cwhite}@example.org", font=latin, fontsize=9)
+        top = y + 80
+    else:
+        raise ValueError(style)
+    writer.write_text(page)
+    abstract = "We study how author blocks are read. " + " ".join(random.Random(style).sample(SENTENCES, 5))
+    if style != "sigconf":
+        page.insert_text((72, top), "Abstract", fontsize=12, fontname="hebo")
+        top += 8
+    _textbox(page, pymupdf.Rect(72, top, 540, top + 90), abstract, fontsize=10)
+    page.insert_text((72, top + 120), "1 Introduction", fontsize=12, fontname="hebo")
+    _textbox(page, pymupdf.Rect(72, top + 128, 540, 700), " ".join(random.Random(style + "i").sample(SENTENCES, 6)))
+    page = doc.new_page(width=612, height=792)
+    page.insert_text((72, 80), "References", fontsize=12, fontname="hebo")
+    _textbox(page, pymupdf.Rect(72, 90, 540, 200), "[1] D. Knuth. The Art of Computer Programming. 1968.", fontsize=9)
+    data = doc.tobytes()
+    doc.close()
+    return data, authors

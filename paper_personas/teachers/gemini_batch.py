@@ -62,7 +62,7 @@ class GeminiBatchTeacher(GeminiTeacher):
     batch = True
 
     async def ask(self, system: str, text: str, schema) -> Reply:
-        raise NotImplementedError("gemini-batch answers through jobs (teachers/gemini_batch.py), never one request at a time")
+        raise NotImplementedError("gemini-batch answers through jobs (this module), never one request at a time")
 
 
 @dataclass

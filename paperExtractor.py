@@ -48,7 +48,7 @@ from paper_personas.arxiv_client import (
 )
 from paper_personas.cli import InputError, die, settings_from, setup_logging
 from paper_personas.extraction import extract_paper, limit_worker_threads
-from paper_personas.files import safe_filename
+from paper_personas.files import safe_filename, unwritable
 from paper_personas.store import Store, import_legacy, write_papers_json
 
 log = logging.getLogger("paperExtractor")
@@ -395,6 +395,12 @@ def check_settings(settings: Settings, parser) -> None:
             + ", ".join(f"{c}" + (f" (did you mean {h[0]}?)" if h else "") for c, h in hints.items())
             + "; see https://arxiv.org/category_taxonomy"
         )
+    outputs = [(settings.out, False), (Store(settings.out).dir, True)]
+    for path, folder in outputs:
+        if problem := unwritable(path, "--out", folder):
+            die(problem)
+    if problem := unwritable(settings.papers_dir, "--papers-dir", folder=True):
+        die(problem)
 
 
 def shown_settings(settings: Settings) -> dict:

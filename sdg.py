@@ -27,7 +27,6 @@ Every teacher goes through the same rate limiter, retries, quality gate, writer,
 
 import argparse
 import asyncio
-import functools
 import logging
 import os
 import re
@@ -42,18 +41,20 @@ from paper_personas.cli import InputError, die, settings_from, setup_logging
 from paper_personas.files import dump_jsonl_line, iter_jsonl, read_json, repair_torn_tail, write_json, write_jsonl
 from paper_personas.personas import DEFAULT_FILE as DEFAULT_PERSONAS_FILE
 from paper_personas.personas import Persona, answers_schema, load_personas, system_instruction
+from paper_personas.quality import answers_problem
 from paper_personas.teachers import TEACHERS, make_teacher
 from paper_personas.teachers.base import (
     DAILY_QUOTA,
-    MIN_STRING_CHARS,
     RETRYABLE,
     SYSTEMIC,
+    UNREACHABLE_ATTEMPTS,
     FatalAPIError,
     Prices,
     Reply,
     Teacher,
     TeacherOptions,
     Usage,
+    connection_failure,
     retrying,
 )
 from paper_personas.teachers.gemini import DEFAULT_MODEL, GEMINI_PRICES
@@ -73,7 +74,6 @@ log = logging.getLogger("sdg")
 
 # ----------------------------------------------------------------------------- constants
 
-MIN_FIELD_CHARS = MIN_STRING_CHARS
 SYSTEMIC_STREAK = 3  # the same non-retryable failure on this many units in a row is about the run, not the units
 # Gemini's block reasons, and OpenAI's content filter and refusal.
 BLOCK_REASONS = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "LANGUAGE"} | {
@@ -112,79 +112,6 @@ class Settings:
     verbose: bool
 
 
-# ----------------------------------------------------------------------------- the quality gate
-
-# An answer that opens as a refusal, or says the text lacks what it was asked about, teaches the adapter to refuse.
-REFUSAL = re.compile(
-    r"^\W*(?:i'?m sorry|i am sorry|sorry\b|i cannot|i can'?t|i am unable|i'?m unable|as an ai\b)"
-    r"|\b(?:provided|given) (?:text|section|passage|excerpt) (?:does not|doesn't) (?:contain|provide|include|mention)",
-    re.IGNORECASE,
-)
-COPY_MAX_WORDS = 30  # a field may quote a phrase, not 30 words in a row of the section
-LANGUAGE_MIN_WORDS = 25  # shorter texts are too short to tell their language reliably
-LANGUAGE_CONFIDENCE = 0.9
-
-
-def copied_run(answer: str, section: str, n: int = 8) -> int:
-    """Words in the longest run of the answer that appears word for word in the section (0 under n words)."""
-    source = re.findall(r"\w+", section.lower())
-    grams = {tuple(source[i : i + n]) for i in range(len(source) - n + 1)}
-    words = re.findall(r"\w+", answer.lower())
-    best = run = 0
-    for i in range(len(words) - n + 1):
-        run = run + 1 if tuple(words[i : i + n]) in grams else 0
-        best = max(best, run + n - 1 if run else 0)
-    return best
-
-
-@functools.cache
-def _language_identifier():
-    from py3langid.langid import MODEL_FILE, LanguageIdentifier
-
-    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
-
-
-def language_of(text: str) -> str | None:
-    """The text's language (ISO 639-1) when it is long enough and the identifier is confident, else None."""
-    if len(text.split()) < LANGUAGE_MIN_WORDS:
-        return None
-    language, confidence = _language_identifier().classify(text)
-    return language if confidence >= LANGUAGE_CONFIDENCE else None
-
-
-def field_problem(persona: Persona, field_name: str, text: str, section: str) -> str | None:
-    where = f"{persona.name}.{field_name}"
-    if len(text.strip()) < MIN_FIELD_CHARS:
-        return f"too_short:{where}"
-    labels = "|".join(re.escape(f.label) for f in persona.fields)
-    if re.match(rf"^\W*(?:{labels})\s*:", text, flags=re.IGNORECASE):
-        return f"repeated_label:{where}"
-    if REFUSAL.search(text):
-        return f"refusal:{where}"
-    if copied_run(text, section) >= COPY_MAX_WORDS:
-        return f"copied:{where}"
-    return None
-
-
-def answers_problem(answers: BaseModel, personas: tuple[Persona, ...], section: str) -> str | None:
-    """Why a parsed answer must not become training rows, or None: the first problem found, as reason:where."""
-    section_language = language_of(section)
-    for persona in personas:
-        answer = getattr(answers, persona.name).model_dump()
-        for f in persona.fields:
-            problem = field_problem(persona, f.name, answer[f.name], section)
-            if problem:
-                return problem
-        rendered = persona.render(answer)
-        word = persona.forbidden_word_in(rendered)
-        if word:
-            return f"forbidden_word:{persona.name}:{word}"
-        language = language_of(rendered)
-        if section_language and language and language != section_language:
-            return f"wrong_language:{persona.name}:{language}"
-    return None
-
-
 # Servers that ignore the response schema often still answer JSON, wrapped in a Markdown code fence.
 FENCE = re.compile(r"^\s*```(?:json)?[ \t]*\n(.*?)\n?```\s*$", re.DOTALL)
 
@@ -218,16 +145,17 @@ def parse_response(reply: Reply, schema, personas, section: str) -> tuple[BaseMo
 # ----------------------------------------------------------------------------- output files
 
 
-def read_done_keys(out_dir: Path, personas: tuple[Persona, ...]) -> dict[str, set[str]]:
-    """Keys already written per persona, after cutting a torn last line that a kill may have left."""
+def read_done_keys(out_dir: Path, personas: tuple[Persona, ...], repair: bool = True) -> dict[str, set[str]]:
+    """Keys already written per persona, after cutting a torn last line that a kill may have left (with
+    repair=False, as a dry run reads, the torn line is only left out: nothing is written)."""
     done = {}
     for persona in personas:
         path = out_dir / f"{persona.name}.jsonl"
-        if repair_torn_tail(path):
+        if repair and repair_torn_tail(path):
             log.warning("%s: cut a torn last line left by an interrupted run", path)
         keys = set()
         if path.exists():
-            for lineno, row, problem in iter_jsonl(path):
+            for lineno, row, problem in iter_jsonl(path, skip_torn_tail=not repair):
                 if problem or not (row.get("meta") or {}).get("key"):
                     raise InputError(
                         f"{path}:{lineno}: {problem or 'row without meta.key'}; it was not written by "
@@ -410,6 +338,11 @@ class Generator:
             )
         if kind == SYSTEMIC:
             raise FatalAPIError(f"{self.teacher.name} refused the request: {facts.describe()}")
+        if connection_failure(error):  # UNREACHABLE_ATTEMPTS in a row: the server went down or the URL is wrong
+            raise FatalAPIError(
+                f"cannot reach {self.teacher.name} at {self.teacher.url} ({facts.describe()}) on "
+                f"{UNREACHABLE_ATTEMPTS} attempts in a row: is the server running? Check --base-url"
+            )
         reason = f"api_error:{facts.code or type(error).__name__}"
         if kind != RETRYABLE:  # retries exhausted is weather; the same refusal again and again is not
             same = self.streak[0] == facts.signature
@@ -640,7 +573,7 @@ def run_record(settings: Settings, stats: "Stats", outcome: str, units: int, pen
     }
 
 
-def dry_run(units: list[Unit], tokenizer, settings: Settings, personas: tuple[Persona, ...]) -> None:
+def dry_run(units: list[Unit], done: int, tokenizer, settings: Settings, personas: tuple[Persona, ...]) -> None:
     system = count_tokens(tokenizer, [system_instruction(personas)])[0]
     inputs = sum(count_tokens(tokenizer, [request_text(u) for u in units])) + system * len(units)
     outputs = len(units) * sum(len(p.fields) for p in personas) * 150  # ~150 tokens per answer field
@@ -648,7 +581,8 @@ def dry_run(units: list[Unit], tokenizer, settings: Settings, personas: tuple[Pe
     cost = prices.cost(Usage(input=inputs, output=outputs))
     pace = f"~{len(units) / settings.rpm:,.0f} min at --rpm {settings.rpm:g}" if settings.rpm else "no rate limit"
     print(
-        f"dry run: {len(units):,} units to generate with {settings.teacher} {settings.model}, ~{inputs:,} input "
+        f"dry run: {done:,} units already done in {settings.out_dir}/, {len(units):,} to generate with "
+        f"{settings.teacher} {settings.model}, ~{inputs:,} input "
         f"tokens, ~{outputs:,} output tokens, ~${cost:.2f} at ${prices.input:g}/${prices.output:g} per 1M, {pace}"
     )
     if settings.teacher in ("gemini", "gemini-batch"):
@@ -728,12 +662,19 @@ def main(argv: list[str] | None = None) -> int:
         die(str(e))
     log.info("%d units (%d sections under %d characters of prose skipped)", len(units), too_short, MIN_PROSE_CHARS)
     if settings.dry_run:
-        done = read_done_keys(settings.out_dir, personas) if settings.out_dir.exists() else {}
+        try:
+            done = read_done_keys(settings.out_dir, personas, repair=False) if settings.out_dir.exists() else {}
+        except InputError as e:
+            die(str(e))
         pending = [u for u in units if any(u.key not in done.get(p.name, ()) for p in personas)]
-        dry_run(pending[: settings.limit or None], tokenizer, settings, personas)
+        dry_run(pending[: settings.limit or None], len(units) - len(pending), tokenizer, settings, personas)
         return 0
-    if teacher.key_problem():
-        die(teacher.key_problem())
+    if problem := teacher.key_problem(
+        "or generate with a local model and no key: --teacher mlx --model PATH_OR_HF_ID; or use --dry-run"
+    ):
+        die(problem)
+    if problem := teacher.unreachable():
+        die(f"{teacher.name}: {problem} Check --base-url; nothing was sent")
     try:
         settings.out_dir.mkdir(parents=True, exist_ok=True)
         lock = FileLock(settings.out_dir / ".sdg.lock")

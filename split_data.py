@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from paper_personas.cli import InputError, die, settings_from, setup_logging
-from paper_personas.files import iter_jsonl, other_budgets, trimmed_path, write_jsonl
+from paper_personas.files import iter_jsonl, other_budgets, trimmed_path, unwritable, write_jsonl
 from paper_personas.personas import DEFAULT_FILE as DEFAULT_PERSONAS_FILE
 from paper_personas.personas import Persona, load_personas, section_text
 from paper_personas.tokens import MAX_TOKENS, TRUNCATION_MARK
@@ -351,6 +351,10 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         step = "split_data.py" if settings.check else "trim_jsonl.py"
         die(f"input not found: {', '.join(missing)}. Run {step} first, or name the inputs")
+    for path in [] if settings.check else inputs:
+        fix = "its splits go in a folder beside it: copy the input to a folder you can write to"
+        if problem := unwritable(path.with_suffix(""), str(path), folder=True, fix=fix):
+            die(problem)
     log.info(
         "settings: valid=%s test=%s seed=%d near_duplicate=%s",
         settings.valid_fraction,

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from paper_personas.cli import InputError, die, settings_from, setup_logging
-from paper_personas.files import iter_jsonl, write_jsonl
+from paper_personas.files import iter_jsonl, unwritable, write_jsonl
 from paper_personas.personas import DEFAULT_FILE as DEFAULT_PERSONAS_FILE
 from paper_personas.personas import load_personas
 from paper_personas.tokens import MAX_TOKENS, TRUNCATION_MARK, count_tokens, load_tokenizer, template_tokens
@@ -340,6 +340,12 @@ def main(argv: list[str] | None = None) -> int:
     missing = [str(p) for p in inputs if not p.exists()]
     if missing:
         die(f"input not found: {', '.join(missing)}. Run sdg.py first, or name the files to trim")
+    for path in inputs:
+        out = output_path(path, args.max_tokens)
+        if problem := unwritable(
+            out, str(path), fix="its output goes beside it: copy the input to a folder you can write to"
+        ):
+            die(problem)
     started = time.monotonic()
     try:
         counter = load_counter(args.tokenizer)

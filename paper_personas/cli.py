@@ -29,5 +29,6 @@ def setup_logging(verbose: bool = False) -> None:
         stream=sys.stderr,
     )
     # One INFO line per HTTP request; google-genai sends through httpx2, a fork with a logger of its own.
-    for noisy in ("httpx", "httpx2", "google_genai", "google_genai.models", "arxiv"):
+    # absl: rouge_score logs "Using default tokenizer." once per scorer it builds.
+    for noisy in ("httpx", "httpx2", "google_genai", "google_genai.models", "arxiv", "absl"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose else logging.WARNING)

@@ -44,11 +44,12 @@ def safe_filename(paper_id: str) -> str:
 # ----------------------------------------------------------------------------- reading
 
 
-def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict | None, str | None]]:
-    """Yield (line number, object, None) for good lines and (line number, None, reason) for bad ones."""
+def iter_jsonl(path: str | Path, skip_torn_tail: bool = False) -> Iterator[tuple[int, dict | None, str | None]]:
+    """Yield (line number, object, None) for good lines and (line number, None, reason) for bad ones. With
+    skip_torn_tail, a last line without its newline (a kill mid-append) is left out instead of reported."""
     with open(path, encoding="utf-8") as f:
         for lineno, line in enumerate(f, start=1):
-            if not line.strip():
+            if not line.strip() or (skip_torn_tail and not line.endswith("\n")):
                 continue
             try:
                 obj = json.loads(line)
@@ -99,6 +100,26 @@ def repair_torn_tail(path: Path) -> int:
 
 
 # ----------------------------------------------------------------------------- writing
+
+
+def unwritable(path: str | Path, flag: str, folder: bool = False, fix: str = "") -> str | None:
+    """Why `path` (a file to write, or with folder=True a folder to write into) cannot be written, or None.
+    Every script asks before any work, so a run never spends minutes and then fails at its end. The nearest
+    folder that exists is probed with a real temporary file: permissions alone do not tell (root, ACLs, a
+    read-only mount). `fix` says what to do instead when no flag moves the output."""
+    path, fix = Path(path), fix or f"pass {flag} another path"
+    if path.is_dir() and not folder:
+        return f"{flag} {path} is a folder; give a file path"
+    probe = path if folder else path.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"cannot write {path}: {probe} is a file, not a folder; {fix}"
+    try:
+        tempfile.TemporaryFile(dir=probe).close()
+    except OSError as e:
+        return f"cannot write to {probe}/ ({e.strerror}); {fix}"
+    return None
 
 
 def current_umask() -> int:

@@ -24,6 +24,15 @@ def default_model(config: Path = REPO_CONFIG) -> str:
     return model
 
 
+def same_model(trained_on: str, model: str) -> bool:
+    """Whether two model names are one model: a local folder given relatively or absolutely is the same folder
+    (mlx_lm.lora records the path as it was given; a relative one is read from here); a hub id is an id."""
+    if trained_on == model:
+        return True
+    mine, theirs = Path(model).expanduser(), Path(trained_on).expanduser()
+    return mine.exists() and theirs.exists() and mine.resolve() == theirs.resolve()
+
+
 def adapter_configs(adapters: Path, personas: list[str], model: str) -> dict[str, dict]:
     """Each persona's adapter config, checked: present, trained on `model`, and sharing one LoRA shape."""
     configs = {}
@@ -35,7 +44,7 @@ def adapter_configs(adapters: Path, personas: list[str], model: str) -> dict[str
                 "at the folder that holds one subfolder per persona"
             )
         config = json.loads((folder / "adapter_config.json").read_text())
-        if str(config.get("model")) != str(model):
+        if not same_model(str(config.get("model")), str(model)):
             raise InputError(
                 f"{folder} was trained on {config.get('model')!r}, not {model!r}: pass --model "
                 f"{config.get('model')}, or retrain the adapter"

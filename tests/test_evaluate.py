@@ -1,6 +1,14 @@
+import hashlib
 import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
 
 import pytest
+from conftest import ROOT
 from fake_gemini import FakeGemini, Faults
 
 import evaluate
@@ -304,3 +312,107 @@ def test_any_teacher_can_judge_here_an_openai_compatible_server_and_a_local_mlx_
     judged = summary["adapter"]["summary"]["judge_style"]
     assert judged["n"] == 3 and 0 <= judged["mean"] <= 1
     assert "judge: 6 mlx calls, estimated $0.000" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- mistakes cost nothing but a message
+
+
+def run_evaluate(*args, cwd=None, stdin=subprocess.DEVNULL, env=None):
+    """evaluate.py as a user runs it, with no terminal on stdin (as in CI or a pipe)."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "evaluate.py"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
+        stdin=stdin,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def tree_hashes(folder) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and "wandb" not in p.parts
+    }
+
+
+def closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}/v1"  # nothing listens once the socket is closed
+
+
+@pytest.mark.parametrize(
+    "extra, code, message",
+    [
+        (["--systems", "--answers", "missing.jsonl"], 1, "--answers missing.jsonl: no such file"),
+        (["--judge", "gemini"], 2, "--judge asks before it spends, and there is no terminal to ask: add --yes"),
+        (["--judge", "gemini", "--yes"], 1, "--judge mlx --judge-model PATH_OR_HF_ID; or leave out --judge"),
+        (["--judge", "openai", "--judge-model", "m", "--base-url", "CLOSED", "--yes"], 1, "cannot reach http://127"),
+        (["--out", "a-file/reports"], 1, "cannot write a-file/reports: a-file is a file, not a folder"),
+    ],
+)
+def test_mistakes_fail_before_any_generation_with_a_message_and_change_nothing(
+    smoke_run, tmp_path, extra, code, message
+):
+    work, _ = smoke_run
+    (tmp_path / "a-file").write_text("not a folder")
+    extra = [closed_port_url() if e == "CLOSED" else e for e in extra]
+    before = tree_hashes(work)
+    started = time.monotonic()
+    result = run_evaluate(*eval_args(work, tmp_path / "reports")[:-2], *extra, cwd=tmp_path)
+    assert result.returncode == code, result.stderr
+    assert message in result.stderr and "Traceback" not in result.stderr
+    assert "--teacher" not in result.stderr and "--dry-run" not in result.stderr  # sdg.py's flags, not evaluate.py's
+    assert time.monotonic() - started < 60  # stopped before generating (a generous bound; not a speed claim)
+    assert not (tmp_path / "reports").exists() and tree_hashes(work) == before
+
+
+def test_an_unwritable_out_folder_is_named_before_any_work(smoke_run, tmp_path):
+    """As a user without root would see it: capabilities dropped, so the folder's mode is obeyed."""
+    if not shutil.which("setpriv"):
+        pytest.skip("setpriv (util-linux) is needed to drop root's permission override")
+    work, _ = smoke_run
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    result = subprocess.run(
+        ["setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner", "--", sys.executable]
+        + [str(ROOT / "evaluate.py"), *eval_args(work, locked / "reports")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"cannot write to {locked}/ (Permission denied); pass --out another path" in result.stderr
+
+
+def test_answers_are_kept_as_they_are_made_so_a_failed_run_resumes_without_generating_them_again(smoke_run, tmp_path):
+    """The judge's quota runs out after generation: the run fails, the answers stay in answers.partial.jsonl, and
+    the rerun makes none again. Then the run's own answers.jsonl is scored again, as the README says."""
+    from fake_openai import FakeOpenAI, OpenAIFaults
+
+    work, _ = smoke_run
+    out = tmp_path / "reports"
+    with FakeOpenAI(OpenAIFaults(quota_after=2), api_key="no-key") as fake:
+        judge = ["--judge", "openai", "--judge-model", "teacher-1", "--base-url", fake.base_url, "--yes"]
+        failed = run_evaluate(*eval_args(work, out), *judge)
+    assert failed.returncode == 1 and "Traceback" not in failed.stderr, failed.stderr
+    assert "the answers are kept in" in failed.stderr and "insufficient_quota" in failed.stderr
+    journal = out / "answers.partial.jsonl"
+    assert len(journal.read_text().splitlines()) == 3 * 3 * 3  # 3 systems x 3 personas x --limit 3
+    rerun = run_evaluate(*eval_args(work, out))
+    assert rerun.returncode == 0, rerun.stderr
+    assert "27 answers from an earlier run" in rerun.stdout and not journal.exists()
+    rescored = run_evaluate(*eval_args(work, tmp_path / "again"), "--systems", "--answers", out / "answers.jsonl")
+    assert rescored.returncode == 0, rescored.stderr
+    assert json.loads((tmp_path / "again" / "eval.json").read_text())["systems"] == ["base", "prompted", "adapter"]
+
+
+def test_the_default_log_is_quiet_and_generation_shows_progress(smoke_run, tmp_path):
+    work, _ = smoke_run
+    result = run_evaluate(*eval_args(work, tmp_path / "reports"))
+    assert result.returncode == 0
+    assert "Using default tokenizer" not in result.stderr and "Building index" not in result.stderr
+    assert "generate: 100%" in result.stderr and "27/27" in result.stderr

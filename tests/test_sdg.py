@@ -212,7 +212,41 @@ def test_dry_run_makes_no_request_and_needs_no_key(tmp_path, tiny_model, capsys)
         assert sdg.main(sdg_args(tmp_path, fake, tiny_model, "--dry-run")) == 0
     assert fake.request_times == []
     out = capsys.readouterr().out
-    assert f"dry run: {len(all_unit_keys(tmp_path, tiny_model))} units to generate" in out and "$" in out
+    assert (
+        f"0 units already done in {tmp_path / 'data'}/, {len(all_unit_keys(tmp_path, tiny_model))} to generate" in out
+    )
+    assert "$" in out
+
+
+def test_a_dry_run_writes_nothing_says_what_is_done_and_names_a_foreign_row(tmp_path, tiny_model, api_key):
+    """A torn last line stays as it is (only a real run cuts it); a row sdg.py did not write is a clean error."""
+    write_papers(tmp_path / "papers.json", papers=1)
+    with FakeGemini(api_key=KEY) as fake:
+        assert sdg.main(sdg_args(tmp_path, fake, tiny_model)) == 0
+        data = tmp_path / "data"
+        eli5 = data / "eli5.jsonl"
+        done = len(eli5.read_text().splitlines())
+        rows = eli5.read_text().splitlines(keepends=True)
+        eli5.write_text("".join(rows[:-1]) + rows[-1][:40])  # a kill in the middle of the last append
+        before = {p.name: p.read_bytes() for p in data.iterdir() if p.is_file()}
+        result = run_sdg_cli(tmp_path, fake, tiny_model, "--dry-run")
+        assert result.returncode == 0 and "Traceback" not in result.stderr, result.stderr
+        assert f"{done - 1} units already done" in result.stdout  # the torn unit is not done: the real run redoes it
+        assert {p.name: p.read_bytes() for p in data.iterdir() if p.is_file()} == before
+        eli5.write_text('{"messages": []}\n')
+        result = run_sdg_cli(tmp_path, fake, tiny_model, "--dry-run")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"{eli5}:1: row without meta.key" in result.stderr and "Move the file aside" in result.stderr
+
+
+def run_sdg_cli(tmp_path, fake, tiny_model, *extra):
+    return subprocess.run(
+        [sys.executable, str(ROOT / "sdg.py"), *sdg_args(tmp_path, fake, tiny_model, *extra)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "GEMINI_API_KEY": KEY},
+    )
 
 
 def test_the_api_key_never_reaches_any_file(tmp_path, tiny_model, api_key):
@@ -565,40 +599,6 @@ def test_a_blocked_prompt_is_asked_once_and_finish_reasons_are_reported_as_thems
     assert "blocked_prompt:OTHER" in reasons and "finish:OTHER" in reasons
     # a blocked prompt costs one request; a unit whose answers stopped for OTHER is asked 3 times
     assert outcomes.get("empty_candidates", 0) == reasons.count("blocked_prompt:OTHER")
-
-
-@pytest.mark.parametrize(
-    "field, reason",
-    [
-        ("I'm sorry, but the provided text does not contain enough detail to explain it.", "refusal:eli5.analogy"),
-        ("**Analogy:** A toy box with a place for every toy, so nothing gets lost.", "repeated_label:eli5.analogy"),
-        ("Analogy: A toy box with a place for every toy, so nothing is ever lost.", "repeated_label:eli5.analogy"),
-        (
-            "Une grande boîte à jouets où chaque jouet a sa place, donc on le trouve tout de suite sans chercher "
-            "partout, et on range aussi vite le premier jour que le dernier, même avec beaucoup plus de jouets.",
-            "wrong_language:eli5:fr",
-        ),
-        (
-            " ".join(["Hash tables map each key to a slot. A lookup costs the same however many keys there are."] * 4),
-            "copied:eli5.analogy",
-        ),
-    ],
-)
-def test_the_gate_rejects_refusals_repeated_labels_other_languages_and_copies(field, reason):
-    good = "A toy box where every toy has its own labelled spot, so you always know where to look for it."
-    answers = sdg_answers_model()(
-        eli5={"analogy": field, "explanation": good},
-        intuitive={"mechanism": good, "explanation": good},
-        executive={"verdict": good, "summary": good},
-    )
-    section = "Hash tables map each key to a slot. A lookup costs the same however many keys there are. " * 6
-    assert sdg.answers_problem(answers, load_personas(), section) == reason
-    fine = sdg_answers_model()(
-        eli5={"analogy": good, "explanation": good},
-        intuitive={"mechanism": good, "explanation": good},
-        executive={"verdict": good, "summary": good},
-    )
-    assert sdg.answers_problem(fine, load_personas(), section) is None
 
 
 def test_a_paragraph_with_no_sentence_end_is_cut_into_units_that_fit():

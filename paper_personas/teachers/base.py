@@ -8,12 +8,18 @@ gate, resume, the lock, the ledger and orphans sit above, in sdg.py, the same fo
 
 import os
 import random
+import socket
+import ssl
 from dataclasses import astuple, dataclass
 from urllib.parse import urlparse
 
 MAX_RETRY_WAIT_S = 300.0
 # What a caller does about an error: retry it; record this one unit; stop the run; stop and wait for the quota.
 RETRYABLE, PER_UNIT, SYSTEMIC, DAILY_QUOTA = "retryable", "per_unit", "systemic", "daily_quota"
+# Connection refused, an unknown host, a failed TLS handshake: retried this many times, not --max-retries, since
+# a server that is down or a wrong URL fails every request the same way (a timeout is weather and keeps its retries).
+UNREACHABLE_ATTEMPTS = 3
+CONNECT_TIMEOUT_S = 5.0
 
 
 class FatalAPIError(Exception):
@@ -51,6 +57,35 @@ def url_problem(base_url: str, example_scheme: str = "https") -> str | None:
     url = urlparse(base_url)
     if url.scheme not in ("http", "https") or not url.netloc:
         return f"--base-url {base_url!r} is not an http(s) URL; write it in full, e.g. {example_scheme}://{base_url}"
+    return None
+
+
+def connection_failure(error: BaseException | None) -> bool:
+    """The server could not be reached at all: nothing listens there, the host is unknown, or TLS failed. Read
+    through the chain of causes, since each client wraps the socket's error in its own (openai's
+    APIConnectionError around httpx's ConnectError around ConnectionRefusedError)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, ConnectionRefusedError | socket.gaierror | ssl.SSLError):
+            return True
+        if type(error).__name__ in ("ConnectError", "ClientConnectorError"):  # httpx and httpcore, aiohttp
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def unreachable(url: str, timeout_s: float = CONNECT_TIMEOUT_S) -> str | None:
+    """Why nothing answers at url's host and port (a TCP connection is all it tries: no request, no cost), or
+    None. Skipped behind a proxy, where only the proxy is reached directly."""
+    if any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY")):
+        return None
+    parsed = urlparse(url)
+    port = parsed.port or (443 if parsed.scheme == "https" else 80)
+    try:
+        socket.create_connection((parsed.hostname, port), timeout=timeout_s).close()
+    except OSError as e:
+        return f"cannot reach {url} ({e.strerror or type(e).__name__}): is the server running, and is the URL right?"
     return None
 
 
@@ -133,6 +168,7 @@ class Teacher:
     prices = FREE
     default_rpm = 0.0  # requests per minute when --rpm is not given; 0 = no client-side limit
     remote = True  # a network call, bounded by --timeout as a whole; a local model is not
+    default_url = ""  # where requests go without --base-url
     batch = False  # answers come back from a job later (teachers/gemini_batch.py), not from ask()
     fix_hint = "Fix the cause and rerun; finished rows are kept."
     quota_hint = "Rerun when the quota is restored; it resumes."
@@ -151,9 +187,19 @@ class Teacher:
         """A setting every request would be refused for, found before the first one; None when all is well."""
         return None
 
-    def key_problem(self) -> str | None:
-        """What to do when the teacher needs a key and none is set; None when it needs none or has one."""
+    def key_problem(self, alternatives: str = "") -> str | None:
+        """What to do when the teacher needs a key and none is set; None when it needs none or has one.
+        `alternatives` is the calling script's own way around it, in its own flags."""
         return None
+
+    @property
+    def url(self) -> str:
+        return self.options.base_url or self.default_url
+
+    def unreachable(self) -> str | None:
+        """Why the teacher's server cannot be reached, found before the first request; None when it can be (or
+        when the teacher runs in this process)."""
+        return unreachable(self.url) if self.remote and self.url else None
 
     async def ask(self, system: str, text: str, schema) -> Reply:
         raise NotImplementedError
@@ -174,8 +220,11 @@ def retrying(teacher: Teacher, max_retries: int, before_sleep=None, blocking: bo
     by the Batch API's calls (teachers/gemini_batch.py)."""
     import tenacity
 
+    def unreachable_for_good(state) -> bool:
+        return state.attempt_number >= UNREACHABLE_ATTEMPTS and connection_failure(state.outcome.exception())
+
     return (tenacity.Retrying if blocking else tenacity.AsyncRetrying)(
-        stop=tenacity.stop_after_attempt(max_retries + 1),
+        stop=tenacity.stop_after_attempt(max_retries + 1) | unreachable_for_good,
         wait=lambda state: wait_for(state, teacher.facts),
         retry=tenacity.retry_if_exception(lambda e: teacher.classify(e) == RETRYABLE),
         before_sleep=before_sleep,

@@ -150,6 +150,7 @@ class GeminiTeacher(Teacher):
     name = "gemini"
     default_model = DEFAULT_MODEL
     base_url_env = "GEMINI_BASE_URL"
+    default_url = "https://generativelanguage.googleapis.com"
     prices = GEMINI_PRICES
     default_rpm = 10.0  # the free tier
     fix_hint = (
@@ -165,12 +166,11 @@ class GeminiTeacher(Teacher):
     def problem(self) -> str | None:
         return settings_problem(self.options.model, self.options.thinking_budget, self.options.base_url)
 
-    def key_problem(self) -> str | None:
+    def key_problem(self, alternatives: str = "") -> str | None:
         if api_key():
             return None
-        return (
-            "no API key: export GEMINI_API_KEY (get one at https://aistudio.google.com/apikey); or generate with a "
-            "local model and no key: --teacher mlx --model PATH_OR_HF_ID; or use --dry-run"
+        return "no API key: export GEMINI_API_KEY (get one at https://aistudio.google.com/apikey)" + (
+            f"; {alternatives}" if alternatives else ""
         )
 
     def config(self, system: str, schema):

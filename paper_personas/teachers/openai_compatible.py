@@ -74,9 +74,11 @@ class OpenAITeacher(Teacher):
             return "--teacher openai needs --model: the name the server serves the model under"
         return None
 
-    def key_problem(self) -> str | None:
+    def key_problem(self, alternatives: str = "") -> str | None:
         if "api.openai.com" in (self.options.base_url or "") and not os.environ.get(OPENAI_KEY_ENV):
-            return f"no API key: export {OPENAI_KEY_ENV} (local servers such as vLLM or Ollama need none)"
+            return f"no API key: export {OPENAI_KEY_ENV} (local servers such as vLLM or Ollama need none)" + (
+                f"; {alternatives}" if alternatives else ""
+            )
         return None
 
     async def ask(self, system: str, text: str, schema) -> Reply:

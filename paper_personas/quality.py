@@ -1,0 +1,108 @@
+"""Step 2's quality gate: why a teacher's answer must not become training rows, as `reason:persona.field`.
+
+A row that is wrong is worse than a row that is missing: every check here rejects, none repairs. The reasons are
+counted by sdg.py in its summary and its ledger.
+"""
+
+import functools
+import re
+import unicodedata
+
+from pydantic import BaseModel
+
+from paper_personas.personas import Persona
+from paper_personas.teachers.base import MIN_STRING_CHARS
+
+MIN_FIELD_CHARS = MIN_STRING_CHARS
+
+# An answer that opens as a refusal, or says the text lacks what it was asked about, teaches the adapter to refuse.
+REFUSAL = re.compile(
+    r"^\W*(?:i'?m sorry|i am sorry|sorry\b|i cannot|i can'?t|i am unable|i'?m unable|as an ai\b)"
+    r"|\b(?:provided|given) (?:text|section|passage|excerpt) (?:does not|doesn't) (?:contain|provide|include|mention)",
+    re.IGNORECASE,
+)
+COPY_MAX_WORDS = 30  # a field may quote a phrase, not 30 words in a row of the section
+LANGUAGE_MIN_WORDS = 25  # shorter texts are too short to tell their language reliably
+LANGUAGE_CONFIDENCE = 0.9
+SCRIPT_MIN_LETTERS = 20  # letters needed before a text's writing system is taken as known
+# Unicode names a letter's script in its first word ("LATIN SMALL LETTER A", "CJK UNIFIED IDEOGRAPH-4E2D");
+# the scripts that write one language together count as one.
+SAME_WRITING = {"HIRAGANA": "CJK", "KATAKANA": "CJK", "HANGUL": "CJK", "IDEOGRAPHIC": "CJK"}
+
+
+def copied_run(answer: str, section: str, n: int = 8) -> int:
+    """Words in the longest run of the answer that appears word for word in the section (0 under n words)."""
+    source = re.findall(r"\w+", section.lower())
+    grams = {tuple(source[i : i + n]) for i in range(len(source) - n + 1)}
+    words = re.findall(r"\w+", answer.lower())
+    best = run = 0
+    for i in range(len(words) - n + 1):
+        run = run + 1 if tuple(words[i : i + n]) in grams else 0
+        best = max(best, run + n - 1 if run else 0)
+    return best
+
+
+@functools.cache
+def _language_identifier():
+    from py3langid.langid import MODEL_FILE, LanguageIdentifier
+
+    return LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)
+
+
+def language_of(text: str) -> str | None:
+    """The text's language (ISO 639-1) when it is long enough and the identifier is confident, else None."""
+    if len(text.split()) < LANGUAGE_MIN_WORDS:
+        return None
+    language, confidence = _language_identifier().classify(text)
+    return language if confidence >= LANGUAGE_CONFIDENCE else None
+
+
+def script_of(text: str) -> str | None:
+    """The writing system most of the text's letters are in (LATIN, CJK, CYRILLIC, ARABIC, THAI, DEVANAGARI, ...),
+    or None for a text with too few letters. Needs no spaces between words, as Chinese, Japanese and Thai have
+    none: the language identifier counts words and cannot see them."""
+    counts: dict[str, int] = {}
+    for char in text:
+        if char.isalpha():
+            script = unicodedata.name(char, "UNKNOWN").split()[0]
+            script = SAME_WRITING.get(script, script)
+            counts[script] = counts.get(script, 0) + 1
+    if sum(counts.values()) < SCRIPT_MIN_LETTERS:
+        return None
+    return max(counts, key=counts.get)
+
+
+def field_problem(persona: Persona, field_name: str, text: str, section: str, section_script: str | None) -> str | None:
+    where = f"{persona.name}.{field_name}"
+    if len(text.strip()) < MIN_FIELD_CHARS:
+        return f"too_short:{where}"
+    labels = "|".join(re.escape(f.label) for f in persona.fields)
+    if re.match(rf"^\W*(?:{labels})\s*:", text, flags=re.IGNORECASE):
+        return f"repeated_label:{where}"
+    if REFUSAL.search(text):
+        return f"refusal:{where}"
+    if copied_run(text, section) >= COPY_MAX_WORDS:
+        return f"copied:{where}"
+    script = script_of(text)
+    if section_script and script and script != section_script:  # evidence enough on its own: no word count needed
+        return f"wrong_script:{where}:{script.lower()}"
+    return None
+
+
+def answers_problem(answers: BaseModel, personas: tuple[Persona, ...], section: str) -> str | None:
+    """Why a parsed answer must not become training rows, or None: the first problem found, as reason:where."""
+    section_language, section_script = language_of(section), script_of(section)
+    for persona in personas:
+        answer = getattr(answers, persona.name).model_dump()
+        for f in persona.fields:
+            problem = field_problem(persona, f.name, answer[f.name], section, section_script)
+            if problem:
+                return problem
+        rendered = persona.render(answer)
+        word = persona.forbidden_word_in(rendered)
+        if word:
+            return f"forbidden_word:{persona.name}:{word}"
+        language = language_of(rendered)
+        if section_language and language and language != section_language:
+            return f"wrong_language:{persona.name}:{language}"
+    return None

@@ -1,0 +1,71 @@
+"""Step 2's quality gate (paper_personas/quality.py): what it rejects, and that a good answer passes."""
+
+import pytest
+
+from paper_personas.personas import answers_schema, load_personas
+from paper_personas.quality import answers_problem, script_of
+
+
+@pytest.mark.parametrize(
+    "field, reason",
+    [
+        ("I'm sorry, but the provided text does not contain enough detail to explain it.", "refusal:eli5.analogy"),
+        ("**Analogy:** A toy box with a place for every toy, so nothing gets lost.", "repeated_label:eli5.analogy"),
+        ("Analogy: A toy box with a place for every toy, so nothing is ever lost.", "repeated_label:eli5.analogy"),
+        (
+            "Une grande boîte à jouets où chaque jouet a sa place, donc on le trouve tout de suite sans chercher "
+            "partout, et on range aussi vite le premier jour que le dernier, même avec beaucoup plus de jouets.",
+            "wrong_language:eli5:fr",
+        ),
+        # Writing systems with no spaces between words: too few "words" for the language identifier, caught by
+        # their script alone; and scripts that do space their words, caught before the identifier is asked.
+        (
+            "哈希表就像一个大玩具箱，每个玩具都有自己的位置，所以你总是知道去哪里找它，而且很快就能找到。",
+            "wrong_script:eli5.analogy:cjk",
+        ),
+        (
+            "ハッシュテーブルは大きなおもちゃ箱のようなもので、どのおもちゃにも決まった場所があります。",
+            "wrong_script:eli5.analogy:cjk",
+        ),
+        ("ตารางแฮชเหมือนกล่องของเล่นใบใหญ่ที่ของเล่นทุกชิ้นมีที่ของตัวเองเสมอและหาเจอได้ทันที", "wrong_script:eli5.analogy:thai"),
+        (
+            "جدول التجزئة مثل صندوق ألعاب كبير لكل لعبة فيه مكانها الخاص فتجدها دائما بسرعة",
+            "wrong_script:eli5.analogy:arabic",
+        ),
+        (
+            "Хеш-таблица похожа на большой ящик для игрушек, где у каждой игрушки есть своё место.",
+            "wrong_script:eli5.analogy:cyrillic",
+        ),
+        (
+            " ".join(["Hash tables map each key to a slot. A lookup costs the same however many keys there are."] * 4),
+            "copied:eli5.analogy",
+        ),
+    ],
+)
+def test_the_gate_rejects_refusals_repeated_labels_other_languages_and_copies(field, reason):
+    good = "A toy box where every toy has its own labelled spot, so you always know where to look for it."
+    answers = answers_schema(load_personas())(
+        eli5={"analogy": field, "explanation": good},
+        intuitive={"mechanism": good, "explanation": good},
+        executive={"verdict": good, "summary": good},
+    )
+    section = "Hash tables map each key to a slot. A lookup costs the same however many keys there are. " * 6
+    assert answers_problem(answers, load_personas(), section) == reason
+    fine = answers_schema(load_personas())(
+        eli5={"analogy": good, "explanation": good},
+        intuitive={"mechanism": good, "explanation": good},
+        executive={"verdict": good, "summary": good},
+    )
+    assert answers_problem(fine, load_personas(), section) is None
+
+
+@pytest.mark.parametrize(
+    "text, script",
+    [
+        ("A hash table maps each key to a slot, with α and β as its two parameters.", "LATIN"),
+        ("哈希表把每个键映射到一个槽位上，查找的代价与键的数量无关。", "CJK"),
+        ("short", None),  # too few letters to tell
+    ],
+)
+def test_script_of(text, script):
+    assert script_of(text) == script

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from paper_personas.cli import InputError, die, settings_from, setup_logging
-from paper_personas.files import atomic_writer, read_json, safe_filename, write_json
+from paper_personas.files import atomic_writer, read_json, safe_filename, unwritable, write_json
+from paper_personas.journal import AnswerJournal, file_identity, fingerprint
 from paper_personas.models import PersonaModel, adapter_configs, default_model
 from paper_personas.personas import DEFAULT_FILE as DEFAULT_PERSONAS_FILE
 from paper_personas.personas import Persona, load_personas, select
@@ -38,6 +39,7 @@ log = logging.getLogger("analyze")
 
 STEP1 = Path(__file__).resolve().parent / "paperExtractor.py"
 DEFAULT_API_URL = "https://export.arxiv.org/api/query"  # paperExtractor.py's own default, for --help
+DEFAULT_OUT_DIR = Path("reports")
 
 
 @dataclass(frozen=True)
@@ -66,8 +68,15 @@ class Settings:
 
 def paper_from_json(papers_json: Path, paper_id: str) -> dict:
     data = read_json(papers_json, "papers.json", "run paperExtractor.py first, or use --id / --pdf")
-    for paper in data.get("papers", []):
+    shape = 'step 1\'s papers.json, {"papers": [{"id": ..., "sections": [...]}, ...]}'
+    if not isinstance(data, dict) or not isinstance(data.get("papers"), list):
+        raise InputError(f"{papers_json}: expected {shape}; pass --papers the file paperExtractor.py wrote")
+    for index, paper in enumerate(data["papers"]):
+        if not isinstance(paper, dict) or not isinstance(paper.get("id"), str):
+            raise InputError(f'{papers_json}: papers[{index}] is not a paper record with an "id"; expected {shape}')
         if paper["id"] == paper_id:
+            if not isinstance(paper.get("sections"), list):
+                raise InputError(f'{papers_json}: papers[{index}] ({paper_id}) has no "sections" list; rerun step 1')
             return paper
     raise InputError(f"paper {paper_id!r} is not in {papers_json}; use --id to fetch it from arXiv")
 
@@ -138,8 +147,9 @@ def render_markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def analyze(paper: dict, units: list[Unit], persona_model: PersonaModel, personas, settings: Settings):
-    """Every unit through every persona, one adapter swap per persona; return the report and tokens generated."""
+def analyze(paper: dict, units: list[Unit], persona_model: PersonaModel, personas, settings: Settings, journal):
+    """Every unit through every persona, one adapter swap per persona; return the report and tokens generated.
+    Each answer is journaled as it is made, and one the journal holds for the same inputs is not made again."""
     from tqdm import tqdm
 
     sections = [
@@ -150,12 +160,28 @@ def analyze(paper: dict, units: list[Unit], persona_model: PersonaModel, persona
     with tqdm(total=len(units) * len(personas), desc="analyze", unit="answer") as progress:
         for persona in personas:
             persona_model.use(persona.name)
+            adapter = file_identity(settings.adapters / persona.name / "adapters.safetensors")
             for unit, section in zip(units, sections, strict=True):
                 prompt = persona.user_message(unit.text)
-                messages = [{"role": "user", "content": prompt}]
-                text, tokens = persona_model.generate(messages, settings.max_tokens, settings.temperature)
-                section["perspectives"][persona.name] = {"prompt": prompt, "text": text, "tokens": tokens}
-                generated += tokens
+                key = fingerprint(
+                    model=settings.model,
+                    adapter=adapter,
+                    prompt=prompt,
+                    max_tokens=settings.max_tokens,
+                    temperature=settings.temperature,
+                )
+                made = journal.get(key)
+                if made is None:
+                    messages = [{"role": "user", "content": prompt}]
+                    text, tokens = persona_model.generate(messages, settings.max_tokens, settings.temperature)
+                    made = {"text": text, "tokens": tokens}
+                    journal.add(key, made)
+                    generated += tokens
+                section["perspectives"][persona.name] = {
+                    "prompt": prompt,
+                    "text": made["text"],
+                    "tokens": made["tokens"],
+                }
                 progress.update(1)
     report = {
         "paper_id": paper["id"],
@@ -217,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     settings = settings_from(Settings, parser.parse_args(argv))
     setup_logging(settings.verbose)
+    if problem := unwritable(settings.out or DEFAULT_OUT_DIR, "--out", folder=settings.out is None):
+        die(problem)
     started = time.monotonic()
     try:
         personas = select(load_personas(settings.personas_file), settings.personas, settings.personas_file)
@@ -231,14 +259,20 @@ def main(argv: list[str] | None = None) -> int:
         persona_model = PersonaModel(settings.model, settings.adapters, configs)
     except InputError as e:
         die(str(e))
-    report, generated = analyze(paper, units, persona_model, personas, settings)
-    out = settings.out or Path("reports") / f"{safe_filename(paper['id'])}.md"
+    out = settings.out or DEFAULT_OUT_DIR / f"{safe_filename(paper['id'])}.md"
+    journal = AnswerJournal(out.with_suffix(".partial.jsonl"))
+    try:
+        report, generated = analyze(paper, units, persona_model, personas, settings, journal)
+    except KeyboardInterrupt:
+        die(f"interrupted: {len(journal.known):,} answers are kept in {journal.path}; rerun the same command to resume")
     with atomic_writer(out) as f:
         f.write(render_markdown(report))
     write_json(out.with_suffix(".json"), report)
+    journal.remove()  # every answer is in the report now
     seconds = time.monotonic() - started
+    reused = f", {journal.reused:,} answers from an earlier run" if journal.reused else ""
     print(
-        f"done: {len(units):,} sections x {len(personas)} personas, {generated:,} tokens generated, "
+        f"done: {len(units):,} sections x {len(personas)} personas, {generated:,} tokens generated{reused}, "
         f"{generated / seconds:,.1f} tokens/s overall in {seconds:,.1f} s -> {out}, {out.with_suffix('.json')}"
     )
     return 0

@@ -46,7 +46,7 @@ from paper_personas.arxiv_client import (
     unknown_categories,
     versionless_id,
 )
-from paper_personas.cli import InputError, die, settings_from, setup_logging
+from paper_personas.cli import InputError, counted, die, settings_from, setup_logging
 from paper_personas.extraction import extract_paper, limit_worker_threads
 from paper_personas.files import safe_filename, unwritable
 from paper_personas.store import Store, import_legacy, write_papers_json
@@ -426,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         imported = import_legacy(settings.out, store)
         if imported:
-            log.info("kept %d papers of %s in %s/", imported, settings.out, store.dir)
+            log.info("kept %s of %s in %s/", counted(imported, "paper"), settings.out, store.dir)
         # Only the fingerprints: a store of thousands of papers is not held in memory for a comparison.
         stored = {r["id"]: {k: r[k] for k in ("options", "source_sha256") if k in r} for r in store.records()}
         records, early_failures = collect_records(settings)
@@ -435,7 +435,7 @@ def main(argv: list[str] | None = None) -> int:
     todo = [r for r in records.values() if not is_current(stored.get(r["id"]), local_pdf(r, settings), settings)]
     skipped = len(records) - len(todo)
     if skipped:
-        log.info("skipping %d papers already in %s, unchanged", skipped, settings.out)
+        log.info("skipping %s already in %s, unchanged", counted(skipped, "paper"), settings.out)
     failures: dict[str, dict] = {}
     new: list[dict] = []
     try:
@@ -443,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
         new = extract_all(ready, settings, store, failures)
     except KeyboardInterrupt:
         papers, _ = write_papers_json(settings.out, store, early_failures)
-        die(f"interrupted: {papers:,} papers are saved in {settings.out}; rerun the same command to resume")
+        die(f"interrupted: {counted(papers, 'paper')} saved in {settings.out}; rerun the same command to resume")
     write_papers_json(settings.out, store, early_failures)
     failed = len(failures) + len(early_failures)
     print(

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from paper_personas.cli import InputError, die, settings_from, setup_logging
+from paper_personas.cli import InputError, counted, die, settings_from, setup_logging
 from paper_personas.files import dump_jsonl_line, iter_jsonl, read_json, repair_torn_tail, write_json, write_jsonl
 from paper_personas.personas import DEFAULT_FILE as DEFAULT_PERSONAS_FILE
 from paper_personas.personas import Persona, answers_schema, load_personas, system_instruction
@@ -403,8 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--teacher",
         choices=sorted(TEACHERS),
         default="gemini",
-        help="gemini: Gemini's online API; openai: any OpenAI-compatible server (vLLM, Ollama, llama.cpp, OpenAI) "
-        "at --base-url; mlx: a local model in this process, no key (default: %(default)s)",
+        help="gemini: Gemini's online API; gemini-batch: Gemini's Batch API, half the price, results within 24 h; "
+        "openai: any OpenAI-compatible server (vLLM, Ollama, llama.cpp, OpenAI) at --base-url; mlx: a local model "
+        "in this process, no key (default: %(default)s)",
     )
     api.add_argument(
         "--model",
@@ -447,7 +448,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="thinking tokens; billed as output, and this task does not need them (default: %(default)s)",
     )
     gen.add_argument("--temperature", type=float, default=0.7, help="(default: %(default)s)")
-    gen.add_argument("--max-output-tokens", type=int, default=2048, help="(default: %(default)s)")
+    gen.add_argument(
+        "--max-output-tokens",
+        type=int,
+        default=2048,
+        help="the teacher's cap on one answer of all personas together, in its tokens; a reply cut there is "
+        "recorded as max_tokens (default: %(default)s)",
+    )
     gen.add_argument(
         "--max-tokens",
         type=int,
@@ -660,7 +667,8 @@ def main(argv: list[str] | None = None) -> int:
         units, too_short, tokenizer = load_units(settings, personas)
     except InputError as e:
         die(str(e))
-    log.info("%d units (%d sections under %d characters of prose skipped)", len(units), too_short, MIN_PROSE_CHARS)
+    skipped = counted(too_short, "section")
+    log.info("%s (%s under %d characters of prose skipped)", counted(len(units), "unit"), skipped, MIN_PROSE_CHARS)
     if settings.dry_run:
         try:
             done = read_done_keys(settings.out_dir, personas, repair=False) if settings.out_dir.exists() else {}

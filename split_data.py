@@ -63,6 +63,12 @@ def base_group(row: dict, section: str) -> str:
     return "section:" + hashlib.sha256(section.encode()).hexdigest()[:16]
 
 
+def row_group(row: dict, personas) -> tuple[str, str]:
+    """A row's (group, folded section), as splitting and --check both see it."""
+    section = row_section(row, personas)
+    return base_group(row, section), section
+
+
 def dedupe(rows: list[dict]) -> tuple[list[dict], int]:
     """Drop exact duplicate conversations (same messages), keeping the first; return rows and drops."""
     seen, kept = set(), []
@@ -158,26 +164,26 @@ def split_rows(rows: list[tuple[dict, str]], assignment: dict[str, str], seed: i
     return out
 
 
-def leaks(folders: dict[str, dict[str, list[str]]], threshold: float) -> tuple[dict[str, dict[str, int]], dict]:
-    """For split folders given as {folder: {split: [folded section, ...]}}, count the held-out rows (valid,
-    test) whose section is also trained on: in the same folder's train, or only in another folder's."""
-    members = [
-        (f"{folder}\0{split}\0{i}", section)
+def leaks(folders: dict[str, dict[str, list[tuple[str, str]]]], threshold: float) -> tuple[dict, dict]:
+    """For split folders given as {folder: {split: [(group, folded section), ...]}}, count the held-out rows
+    (valid, test) whose group is also trained on: in the same folder's train, or only in another folder's.
+    Groups and joins are the ones splitting makes (the paper, else the section; then near-identical sections),
+    so `joins` means here what it means in a split's summary."""
+    rows = [
+        (folder, split, group, section)
         for folder, splits in folders.items()
-        for split, sections in splits.items()
-        for i, section in enumerate(sections)
+        for split, members in splits.items()
+        for group, section in members
     ]
-    components = join_groups(members, threshold)
+    components = join_groups([(group, section) for _, _, group, section in rows], threshold)
     trained: dict[str, set[str]] = {}
-    for name, _ in members:
-        folder, split, _ = name.split("\0")
+    for folder, split, group, _ in rows:
         if split == "train":
-            trained.setdefault(components.find(name), set()).add(folder)
+            trained.setdefault(components.find(group), set()).add(folder)
     counts = {folder: {"held_out": 0, "own_train": 0, "other_train": 0} for folder in folders}
-    for name, _ in members:
-        folder, split, _ = name.split("\0")
+    for folder, split, group, _ in rows:
         if split != "train":
-            in_train = trained.get(components.find(name), set())
+            in_train = trained.get(components.find(group), set())
             counts[folder]["held_out"] += 1
             counts[folder]["own_train"] += folder in in_train
             counts[folder]["other_train"] += bool(in_train) and folder not in in_train
@@ -244,9 +250,7 @@ def split_files(inputs: list[Path], personas, settings: Settings) -> None:
     files = {path: dedupe(read_rows(path)) for path in inputs}
     keyed = {}  # path -> [(row, base group, folded section)]
     for path, (rows, _) in files.items():
-        keyed[path] = [
-            (row, base_group(row, section), section) for row in rows for section in [row_section(row, personas)]
-        ]
+        keyed[path] = [(row, *row_group(row, personas)) for row in rows]
     components = join_groups(
         [(g, section) for rows in keyed.values() for _, g, section in rows], settings.near_duplicate
     )
@@ -280,7 +284,7 @@ def check_folders(folders: list[Path], personas, threshold: float) -> int:
         if not (folder / "train.jsonl").exists():
             raise InputError(f"{folder}: no train.jsonl; --check takes split folders such as data/eli5_2048")
         sections[str(folder)] = {
-            split: [row_section(row, personas) for row in read_rows(folder / f"{split}.jsonl")]
+            split: [row_group(row, personas) for row in read_rows(folder / f"{split}.jsonl")]
             for split in SPLITS
             if (folder / f"{split}.jsonl").exists()
         }

@@ -7,6 +7,7 @@ import re
 import time
 from pathlib import Path
 
+from paper_personas.cli import counted
 from paper_personas.files import atomic_writer
 
 log = logging.getLogger("paperExtractor")
@@ -186,7 +187,7 @@ def search_arxiv(client, categories: list[str], per_category: int, ids: list[str
         for record in found:
             merge_record(records, record)
         if name != "ids":
-            log.info("%s: %d papers", name, len(found))
+            log.info("%s: %s", name, counted(len(found), "paper"))
     return records, failures
 
 

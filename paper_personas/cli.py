@@ -6,6 +6,11 @@ import logging
 import sys
 
 
+def counted(n: int, noun: str, plural: str = "") -> str:
+    """'1 paper', '2 papers', '1,204 papers'."""
+    return f"{n:,} {noun if n == 1 else plural or noun + 's'}"
+
+
 def settings_from(cls, args):
     """A frozen settings dataclass from parsed arguments: the one place argparse's namespace is read."""
     return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})

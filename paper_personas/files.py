@@ -54,7 +54,7 @@ def iter_jsonl(path: str | Path, skip_torn_tail: bool = False) -> Iterator[tuple
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                yield lineno, None, f"not valid JSON ({e.msg} at column {e.colno})"
+                yield lineno, None, f"not valid JSON ({e.msg.removesuffix(' at')} at column {e.colno})"
                 continue
             if isinstance(obj, dict):
                 yield lineno, obj, None

@@ -18,8 +18,24 @@ import pytest  # noqa: E402
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):
-    """The whole chain once per test session: papers, data, a tiny Llama and three trained adapters."""
-    from smoke import run_smoke
+    """The whole chain once per test session, as a new user runs it: `make smoke` in a fresh copy of the
+    repository (its files as committed or edited, not its outputs), sharing this venv. Returns the work folder,
+    smoke's result and what `make smoke` printed."""
+    import shutil
+    import subprocess
 
-    work = tmp_path_factory.mktemp("smoke")
-    return work, run_smoke(work)
+    from smoke import load_result
+
+    clone = tmp_path_factory.mktemp("clone")
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.split()
+    for name in listed:
+        if (ROOT / name).is_file():
+            (clone / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, clone / name)
+    (clone / ".venv").symlink_to(ROOT / ".venv")
+    made = subprocess.run(["make", "smoke"], cwd=clone, capture_output=True, text=True, timeout=900)
+    assert made.returncode == 0, made.stdout[-3000:] + made.stderr[-3000:]
+    work = clone / ".smoke"
+    return work, {**load_result(work), "clone": clone, "stdout": made.stdout}

@@ -65,3 +65,19 @@ class QuietHandler(BaseHTTPRequestHandler):
 
     def body(self) -> bytes:
         return self.rfile.read(int(self.headers.get("Content-Length", 0)))
+
+
+# Root bypasses file permissions; a user's run does not. Dropping these capabilities makes a root test see what
+# the user sees (util-linux's setpriv, on every Debian).
+AS_A_USER = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner", "--"]
+
+
+def tree_hashes(folder: Path) -> dict[str, str]:
+    """Every file under folder with its SHA-256: equal before and after means nothing was touched."""
+    import hashlib
+
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and "wandb" not in p.parts
+    }

@@ -43,10 +43,33 @@ def run(cmd: list[str], cwd: Path, log: list[str], env: dict | None = None) -> s
         cmd, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=600
     )
     output = result.stdout + result.stderr
-    log.append(f"$ {' '.join(str(c) for c in cmd)}  ({time.monotonic() - started:.1f} s)\n{result.stdout.strip()}")
+    shown = " ".join(shown_path(c) for c in cmd)
+    log.append(f"$ {shown}  ({time.monotonic() - started:.1f} s, in {shown_path(cwd)}/)\n{result.stdout.strip()}")
     if result.returncode != 0:
         raise RuntimeError(f"{cmd[1:3]} exited {result.returncode}:\n{output[-3000:]}")
     return output
+
+
+def shown_path(part) -> str:
+    """A path as a user at the repository's root would type it: relative to the root when it is inside it."""
+    text = str(part)
+    if text == sys.executable:
+        return ".venv/bin/python" if Path(text).parent.parent.name == ".venv" else text
+    path = Path(text)
+    if path.is_absolute() and path.is_relative_to(ROOT):
+        return str(path.relative_to(ROOT)) or "."
+    return text
+
+
+def next_commands(work: Path) -> list[str]:
+    """What a user runs next on smoke's own artifacts, as they would type it at the repository's root."""
+    w = shown_path(work)
+    model = f"--model {w}/tiny-llama --adapters {w}/adapters"
+    return [
+        f".venv/bin/python analyze.py --paper 2401.00001 --papers {w}/papers.json --papers-dir {w}/papers {model} "
+        f"--tokenizer {w}/tiny-llama --max-tokens 32 --out {w}/reports/2401.00001.md",
+        f".venv/bin/python evaluate.py {model} --data {w}/data --out {w}/reports --max-tokens 64",
+    ]
 
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -178,6 +201,15 @@ def run_smoke(work: Path, personas_file: Path = DEFAULT_FILE) -> dict:
     return result
 
 
+def load_result(work: Path) -> dict:
+    """The result a finished `make smoke` left in WORK/smoke_result.json, with its paths as paths again."""
+    result = json.loads((work / "smoke_result.json").read_text())
+    result["report"] = Path(result["report"])
+    for r in result["personas"].values():
+        r["adapter"], r["wandb_runs"] = Path(r["adapter"]), [Path(p) for p in r["wandb_runs"]]
+    return result
+
+
 def problems(result: dict) -> list[str]:
     """Everything the smoke run must show, as a list of what is missing (empty when all is well)."""
     found = [] if result["report"].exists() else [f"no evaluation report {result['report']}"]
@@ -211,8 +243,14 @@ def main() -> int:
         f"\nsmoke: {len(result['personas'])} adapters in {time.monotonic() - started:.0f} s {json.dumps(summary)}; "
         f"three-system report in {result['evaluate_seconds']:.0f} s -> {result['report']}"
     )
+    (work / "smoke_result.json").write_text(json.dumps(result, default=str, indent=1))  # for the tests
     for problem in missing:
         print(f"FAILED: {problem}", file=sys.stderr)
+    if not missing:
+        print(
+            f"\nEverything above is in {shown_path(work)}/. Next, on what smoke made (its random model answers noise):"
+        )
+        print("\n".join(f"  {command}" for command in next_commands(work)))
     return 1 if missing else 0
 
 

@@ -1,6 +1,8 @@
 import json
+import signal
 import subprocess
 import sys
+import time
 
 import mlx.core as mx
 import mlx_lm
@@ -113,3 +115,67 @@ def test_clear_errors(smoke_run, extra, message):
         )
     assert result.returncode == 1
     assert message in result.stderr and "Traceback" not in result.stderr
+
+
+# ----------------------------------------------------------------------------- mistakes cost nothing but a message
+
+
+def run_analyze(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, str(ROOT / "analyze.py"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
+    )
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ('["a", "b"]', 'expected step 1\'s papers.json, {"papers": [{"id": ..., "sections": [...]}, ...]}'),
+        ('{"papers": ["a", "b"]}', 'papers[0] is not a paper record with an "id"'),
+        ('{"papers": [{"id": "2401.1"}]}', 'papers[0] (2401.1) has no "sections" list; rerun step 1'),
+    ],
+)
+def test_a_papers_json_of_another_shape_is_named_not_a_traceback(smoke_run, tmp_path, content, message):
+    work, _ = smoke_run
+    papers = tmp_path / "list.json"
+    papers.write_text(content)
+    result = run_analyze(*analyze_args(work, "--paper", "2401.1", "--out", tmp_path / "r.md", "--papers", papers))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"{papers}: " in result.stderr and message in result.stderr
+    assert papers.read_text() == content and not (tmp_path / "r.md").exists()
+
+
+def test_an_out_path_that_cannot_be_written_is_named_before_the_paper_is_fetched(smoke_run, tmp_path):
+    work, _ = smoke_run
+    (tmp_path / "a-file").write_text("")
+    result = run_analyze(*analyze_args(work, "--paper", "2401.00001", "--out", "a-file/r.md"), cwd=tmp_path)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "cannot write a-file/r.md: a-file is a file, not a folder; pass --out another path" in result.stderr
+    assert "fetching" not in result.stderr
+
+
+def test_an_interrupted_analysis_keeps_its_answers_and_the_rerun_makes_only_the_rest(smoke_run, tmp_path):
+    work, _ = smoke_run
+    out = tmp_path / "r.md"
+    journal = out.with_suffix(".partial.jsonl")
+    args = analyze_args(work, "--paper", "2401.00001", "--out", out)
+    args[args.index("--max-tokens") + 1] = "64"  # long enough to be stopped in the middle
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "analyze.py"), *map(str, args)], stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and (not journal.exists() or len(journal.read_text().splitlines()) < 2):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    stderr = process.communicate(timeout=120)[1]
+    assert process.returncode == 1 and "Traceback" not in stderr, stderr
+    kept = len(journal.read_text().splitlines())
+    assert f"interrupted: {kept} answers are kept in {journal}" in stderr and not out.exists()
+    result = run_analyze(*args)
+    assert result.returncode == 0, result.stderr
+    assert f"{kept} answers from an earlier run" in result.stdout and not journal.exists()
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert all(len(s["perspectives"]) == 3 for s in report["sections"])

@@ -1,4 +1,3 @@
-import hashlib
 import json
 import os
 import shutil
@@ -10,6 +9,7 @@ import time
 import pytest
 from conftest import ROOT
 from fake_gemini import FakeGemini, Faults
+from helpers import AS_A_USER, tree_hashes
 
 import evaluate
 from evaluate import lead_first, length_ok, reading_grade, rouge_l
@@ -330,14 +330,6 @@ def run_evaluate(*args, cwd=None, stdin=subprocess.DEVNULL, env=None):
     )
 
 
-def tree_hashes(folder) -> dict[str, str]:
-    return {
-        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*"))
-        if p.is_file() and "wandb" not in p.parts
-    }
-
-
 def closed_port_url() -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -378,8 +370,7 @@ def test_an_unwritable_out_folder_is_named_before_any_work(smoke_run, tmp_path):
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o555)
     result = subprocess.run(
-        ["setpriv", "--bounding-set", "-dac_override,-dac_read_search,-fowner", "--", sys.executable]
-        + [str(ROOT / "evaluate.py"), *eval_args(work, locked / "reports")],
+        [*AS_A_USER, sys.executable, str(ROOT / "evaluate.py"), *eval_args(work, locked / "reports")],
         capture_output=True,
         text=True,
         timeout=600,

@@ -1,8 +1,15 @@
 import json
 import os
+import shutil
 import stat
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
+from conftest import ROOT
+from helpers import AS_A_USER, PARAGRAPH, chat_row, tree_hashes, write_rows
+from pdfs import make_paper_pdf
 
 from paper_personas import files
 from paper_personas.files import safe_filename, write_json, write_jsonl
@@ -31,3 +38,57 @@ def test_a_jsonl_row_stays_one_line_whatever_its_strings_hold():
 def test_safe_filename_never_leaves_the_folder(paper_id, name):
     assert safe_filename(paper_id) == name
     assert "/" not in name and not name.startswith(".")
+
+
+# ----------------------------------------------------------------------------- every script checks its outputs first
+
+
+def step_inputs(root: Path) -> dict[str, Path]:
+    pdfs = root / "pdfs"
+    pdfs.mkdir()
+    (pdfs / "paper.pdf").write_bytes(make_paper_pdf("A Paper", "Hash tables"))
+    locked = root / "locked"
+    write_rows(locked / "eli5.jsonl", [chat_row("Explain this like I'm 5:\n" + PARAGRAPH)])
+    write_rows(locked / "eli5_2048.jsonl", [chat_row("Explain this like I'm 5:\n" + PARAGRAPH)])
+    return {"pdfs": pdfs, "locked": locked}
+
+
+@pytest.mark.parametrize(
+    "script, args, path, flag",
+    [
+        ("paperExtractor.py", ["--pdf-dir", "{pdfs}", "--out", "{locked}/papers.json"], "{locked}", "pass --out"),
+        ("paperExtractor.py", ["--pdf-dir", "{pdfs}", "--papers-dir", "{locked}/papers"], "{locked}", "--papers-dir"),
+        ("trim_jsonl.py", ["{locked}/eli5.jsonl"], "{locked}", "its output goes beside it"),
+        ("split_data.py", ["{locked}/eli5_2048.jsonl"], "{locked}", "its splits go in a folder beside it"),
+    ],
+)
+def test_a_folder_the_user_cannot_write_to_is_named_before_any_work(tmp_path, script, args, path, flag):
+    if not shutil.which("setpriv"):
+        pytest.skip("setpriv (util-linux) is needed to drop root's permission override")
+    folders = step_inputs(tmp_path)
+    folders["locked"].chmod(0o555)
+    before = tree_hashes(tmp_path)
+    result = subprocess.run(
+        [*AS_A_USER, sys.executable, str(ROOT / script), *(a.format(**folders) for a in args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) <= 3, result.stderr
+    assert f"cannot write to {path.format(**folders)}/ (Permission denied)" in result.stderr and flag in result.stderr
+    assert tree_hashes(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    "line, reason",
+    [
+        ('{"a": "unterminated', "not valid JSON (Unterminated string starting at column 7)"),  # not "at at"
+        ("[1, 2]", "expected a JSON object, got list"),
+    ],
+)
+def test_a_bad_jsonl_line_is_named_in_plain_words(tmp_path, line, reason):
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"ok": 1}\n' + line)  # the last line, as a kill leaves it: no newline
+    assert list(files.iter_jsonl(path)) == [(1, {"ok": 1}, None), (2, None, reason)]

@@ -1,6 +1,8 @@
 """The whole chain end to end, offline: 3 generated papers to 3 trained LoRA adapters on a tiny Llama."""
 
 import json
+import shlex
+import subprocess
 
 import pytest
 from conftest import ROOT
@@ -118,3 +120,21 @@ def test_a_fourth_persona_in_a_personas_file_works_end_to_end(tmp_path):
     assert set(socratic) == {"base", "prompted", "adapter"}
     content = {"topical", "copy_share", "degenerate", "format", "rouge_l", "tokens", "loss"}
     assert content <= set(socratic["adapter"]["summary"]) <= content | {"length_ok"}  # its one style check
+
+
+def test_the_readme_quick_start_works_as_written_on_a_fresh_copy(smoke):
+    """`make smoke` ran in a fresh copy (the fixture); every command it then prints works there as printed,
+    and the README tells a newcomer to run them, with the venv's Python."""
+    work, result = smoke
+    printed = result["stdout"].split("Next, on what smoke made", 1)[1].splitlines()[1:]
+    commands = [line.strip() for line in printed if line.startswith("  .venv/bin/python ")]
+    assert [c.split()[1] for c in commands] == ["analyze.py", "evaluate.py"]
+    for command in commands:
+        ran = subprocess.run(shlex.split(command), cwd=result["clone"], capture_output=True, text=True, timeout=600)
+        assert ran.returncode == 0 and "Traceback" not in ran.stderr, (command, ran.stderr[-2000:])
+        assert ran.stdout.startswith("done: ") or "\ndone: " in ran.stdout, ran.stdout
+    assert (work / "reports" / "2401.00001.md").exists() and (work / "reports" / "eval.md").exists()
+    readme = (ROOT / "README.md").read_text()
+    quick_start = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    assert "make test" in quick_start and "make smoke" in quick_start and "source .venv/bin/activate" in quick_start
+    assert ".smoke/" in quick_start

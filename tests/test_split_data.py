@@ -150,6 +150,28 @@ def test_near_identical_sections_under_two_paper_ids_are_joined_and_counted(tmp_
         }
         assert where["local-copy"] == where["2401.00003"]
     assert "1 joins (1 near_duplicate)" in capsys.readouterr().out
+    # --check on what was split counts the same join, in the same words: one count, one meaning
+    assert split_data.main(["--check", str(tmp_path / "eli5_2048")]) == 0
+    assert "(1 joins (1 near_duplicate) of near-identical sections)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("meta", [True, False])
+def test_split_and_check_count_the_same_joins_on_the_same_rows(tmp_path, capsys, meta):
+    """Three persona files over the same sections (each section is in all three: no join at all), with truncated
+    second copies in the foreign rows (joined by their opening). --check on the split folders counts the same."""
+    paths = []
+    for p in PREFIXES:
+        rows = foreign_rows(p)
+        if meta:
+            rows = [chat_row(r["messages"][0]["content"], paper_id=f"2401.{i % 40:05d}") for i, r in enumerate(rows)]
+        paths.append(write_rows(tmp_path / f"{p}_2048.jsonl", rows))
+    assert split_data.main([str(p) for p in paths]) == 0
+    out = capsys.readouterr().out.splitlines()
+    split_joins = {line.rsplit("removed, ", 1)[1].split(" -> ")[0] for line in out if " -> " in line}
+    assert split_data.main(["--check", *(str(p.with_suffix("")) for p in paths)]) == 0
+    (joins,) = split_joins
+    assert joins == ("0 joins" if meta else "30 joins (30 same_opening)")  # 10 truncated copies x 3 personas
+    assert f"({joins} of near-identical sections)" in capsys.readouterr().out
 
 
 def test_near_duplicate_pairs_finds_edits_and_not_strangers():

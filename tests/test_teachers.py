@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -264,3 +265,45 @@ def test_ctrl_c_stops_the_local_teacher_at_once_and_the_rerun_finishes_without_d
     assert sdg.main(args) == 0
     keys = [row["meta"]["key"] for row in rows(first)]
     assert len(keys) == len(set(keys)) == 6
+
+
+# ----------------------------------------------------------------------------- a server that is down
+
+
+class AcceptsOnce:
+    """A loopback port that accepts one connection (sdg.py's reachability check) and then closes, so every
+    request after it is refused, as when a server dies just after a run starts."""
+
+    def __init__(self):
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/v1"
+        self.thread = threading.Thread(target=self._accept_one, daemon=True)
+        self.thread.start()
+
+    def _accept_one(self):
+        connection, _ = self.listener.accept()
+        connection.close()
+        self.listener.close()
+
+
+def test_a_teacher_server_that_is_down_stops_the_run_at_once_naming_the_url(tmp_path, tiny_model):
+    write_papers(tmp_path / "papers.json", papers=2)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        down = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    started = time.monotonic()
+    result = run_script(openai_args(tmp_path, down, tiny_model))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"cannot reach {down} (Connection refused)" in result.stderr and "Check --base-url" in result.stderr
+    assert time.monotonic() - started < 60 and not (tmp_path / "data" / "eli5.jsonl").exists()
+
+
+def test_a_teacher_server_that_goes_down_during_the_run_stops_it_after_a_few_attempts(tmp_path, tiny_model):
+    """Before: 105 requests over 144 s and "no unit succeeded". Now: 3 attempts per unit in flight, then stop."""
+    write_papers(tmp_path / "papers.json", papers=2)
+    server = AcceptsOnce()
+    result = run_script(openai_args(tmp_path, server.url, tiny_model, "--concurrency", "2"))
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"cannot reach openai at {server.url}" in result.stderr and "on 3 attempts in a row" in result.stderr
+    ledger = json.loads((tmp_path / "data" / "sdg_stats.json").read_text())
+    assert ledger["runs"][-1]["requests"] <= 2 * 3  # the units in flight, 3 attempts each

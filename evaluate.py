@@ -61,6 +61,7 @@ from paper_personas.journal import AnswerJournal, file_identity, fingerprint
 from paper_personas.models import PersonaModel, adapter_configs, default_model, generate
 from paper_personas.personas import DEFAULT_FILE as DEFAULT_PERSONAS_FILE
 from paper_personas.personas import Persona, load_personas, section_text, select
+from paper_personas.quality import degenerate_reasons, words
 from paper_personas.teachers import ASKING_TEACHERS, TEACHERS, make_teacher
 from paper_personas.teachers.base import (
     DAILY_QUOTA,
@@ -79,8 +80,6 @@ log = logging.getLogger("evaluate")
 MODEL_SYSTEMS = ("base", "prompted", "adapter")
 COPY_RUN_WORDS = 8  # a run of 8 words taken verbatim is copying, not a shared phrase
 COPY_FLAG = 0.5  # an answer with half its words in copied runs is a copy
-DEGENERATE_SHARE_OF_MINIMUM = 0.5  # under half the words the persona asks of its fields is not an answer
-REPEATED_NGRAM_FLAG = 0.5  # half of an answer's 3-grams being repeats is a loop
 BOOTSTRAP_RESAMPLES = 2000
 # name: (label, higher is better; None = neither, just reported)
 METRICS = {
@@ -126,10 +125,6 @@ class Settings:
 # ----------------------------------------------------------------------------- metrics on answers (pure)
 
 
-def words(text: str) -> list[str]:
-    return re.findall(r"\w+", text.lower())
-
-
 def copy_share(answer: str, prompt: str, n: int = COPY_RUN_WORDS) -> float:
     """Share of the answer's words that sit inside a run of n or more words found verbatim in the prompt."""
     answer_words, source = words(answer), words(prompt)
@@ -139,29 +134,6 @@ def copy_share(answer: str, prompt: str, n: int = COPY_RUN_WORDS) -> float:
         if tuple(answer_words[i : i + n]) in grams:
             copied.update(range(i, i + n))
     return len(copied) / len(answer_words) if answer_words else 0.0
-
-
-def repeated_ngram_share(answer: str, n: int = 3) -> float:
-    grams = [tuple(w) for w in zip(*(words(answer)[i:] for i in range(n)), strict=False)]
-    return 1 - len(set(grams)) / len(grams) if len(grams) >= 5 else 0.0
-
-
-def degenerate_reasons(persona: Persona, answer: str, cut_off: bool, repeated_elsewhere: bool) -> list[str]:
-    """Why an answer is no answer at all; empty when it is a real attempt."""
-    count = len(words(answer))
-    minimum = DEGENERATE_SHARE_OF_MINIMUM * sum(f.words[0] for f in persona.fields)
-    reasons = []
-    if not answer.strip():
-        reasons.append("empty")
-    elif count < minimum:
-        reasons.append("too_short")
-    if repeated_ngram_share(answer) >= REPEATED_NGRAM_FLAG:
-        reasons.append("repetitive")
-    if repeated_elsewhere and answer.strip():
-        reasons.append("same_answer_for_other_sections")
-    if cut_off:
-        reasons.append("cut_off")
-    return reasons
 
 
 def topical(answers: list[str], sections: list[str]) -> list[bool]:
@@ -238,7 +210,9 @@ def score_answers(persona: Persona, rows: list[dict], answers: list[dict], max_t
     for i, (row, answer, text) in enumerate(zip(rows, answers, texts, strict=True)):
         cut_off = answer.get("tokens") is not None and answer["tokens"] >= max_tokens
         repeated = len(seen[" ".join(words(text))]) > 1
-        reasons = degenerate_reasons(persona, text, cut_off, repeated)
+        reasons = degenerate_reasons(persona, text)
+        reasons += ["same_answer_for_other_sections"] if repeated and text.strip() else []
+        reasons += ["cut_off"] if cut_off else []
         metrics = {
             "topical": float(on_topic[i]),
             "copy_share": copy_share(text, prompts[i]),

@@ -63,6 +63,7 @@ from paper_personas.tokens import MAX_TOKENS, count_tokens, load_tokenizer
 from paper_personas.units import (
     MIN_PROSE_CHARS,
     Unit,
+    across_papers,
     build_units,
     canonical_key,
     chunk_budget,
@@ -232,7 +233,13 @@ class Stats:
     retrying: int = 0
     requests: int = 0
     usage: Usage = field(default_factory=Usage)  # tokens of every answer received, retries included
-    failures: dict = field(default_factory=dict)  # reason -> count
+    failures: dict = field(default_factory=dict)  # reason -> units that failed for it in the end
+    rejections: dict = field(default_factory=dict)  # reason -> answers the gate refused, every attempt counted
+
+    def reject(self, reason: str) -> None:
+        kind = reason.split(":")[0]
+        self.rejections[kind] = self.rejections.get(kind, 0) + 1
+
     started: float = field(default_factory=time.monotonic)
 
     def seconds(self) -> float:
@@ -366,7 +373,9 @@ class Generator:
                     break
                 self.stats.add_usage(reply.usage)
                 answers, reason = parse_response(reply, self.schema, self.personas, unit.text)
-                if answers is not None:
+                if answers is None:
+                    self.stats.reject(reason)
+                else:
                     self.streak = ("", 0)
                     self.writer.write(unit, answers, reply.model_version)
                     return
@@ -475,7 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gen.add_argument("--price-output", type=float, help="USD per 1M output and thinking tokens (default: as above)")
     gen.add_argument("--price-cached", type=float, help="USD per 1M cached input tokens (default: as above)")
-    gen.add_argument("--limit", type=int, default=0, help="process at most N pending units; 0 = all")
+    gen.add_argument(
+        "--limit", type=int, default=0, help="process at most N pending units, taken from each paper in turn; 0 = all"
+    )
     gen.add_argument("--dry-run", action="store_true", help="count units, tokens and cost; call nothing")
     batch = p.add_argument_group("--teacher gemini-batch")
     batch.add_argument("--batch-size", type=int, default=10000, help="units per batch job (default: %(default)s)")
@@ -563,6 +574,7 @@ def run_record(settings: Settings, stats: "Stats", outcome: str, units: int, pen
         "done": stats.done,
         "failed": stats.failed,
         "failures_by_reason": stats.failures,
+        "rejections_by_reason": stats.rejections,  # every attempt the gate refused, retried ones included
         "orphaned": orphaned,
         "requests": stats.requests,
         "retries": stats.retrying,
@@ -675,7 +687,7 @@ def main(argv: list[str] | None = None) -> int:
         except InputError as e:
             die(str(e))
         pending = [u for u in units if any(u.key not in done.get(p.name, ()) for p in personas)]
-        dry_run(pending[: settings.limit or None], len(units) - len(pending), tokenizer, settings, personas)
+        dry_run(across_papers(pending, settings.limit), len(units) - len(pending), tokenizer, settings, personas)
         return 0
     if problem := teacher.key_problem(
         "or generate with a local model and no key: --teacher mlx --model PATH_OR_HF_ID; or use --dry-run"
@@ -707,7 +719,7 @@ def generate_all(settings: Settings, personas, teacher: Teacher, units: list[Uni
     pending = [u for u in units if any(u.key not in done[p.name] for p in personas)]
     finished = len(units) - len(pending)
     if not teacher.batch:  # a batch run applies --limit to what is neither done nor in flight
-        pending = pending[: settings.limit or None]
+        pending = across_papers(pending, settings.limit)
     log.info("skipping %d units already done; %d to generate", finished, len(pending))
     stats, outcome, stop_message, note = Stats(), "complete", None, ""
     try:
@@ -734,9 +746,11 @@ def generate_all(settings: Settings, personas, teacher: Teacher, units: list[Uni
     if stop_message:
         die(stop_message)
     reasons = ", ".join(f"{n:,} {r}" for r, n in sorted(stats.failures.items()))
+    rejected = ", ".join(f"{n:,} {r}" for r, n in sorted(stats.rejections.items()))
     moved = ", ".join(f"{n:,} {r}" for r, n in orphaned.items() if n)
     print(
         f"done: {stats.done:,} ok, {stats.failed:,} failed{f' ({reasons})' if reasons else ''}, "
+        f"{sum(stats.rejections.values()):,} answers rejected{f' ({rejected})' if rejected else ''}, "
         f"{finished:,} skipped, {too_short:,} too short, "
         f"{sum(orphaned.values()):,} orphaned rows moved{f' ({moved})' if moved else ''} | "
         f"{stats.requests:,} requests, "
@@ -775,7 +789,7 @@ def generate_in_batches(settings: Settings, personas, teacher: Teacher, units, p
     api = BatchAPI(teacher)
     settle_unheard(api, journal)
     in_flight = journal.in_flight_keys()
-    to_submit = [u for u in pending if u.key not in in_flight][: settings.limit or None]
+    to_submit = across_papers([u for u in pending if u.key not in in_flight], settings.limit)
     stats.requests += submit_jobs(api, journal, to_submit, settings, personas)
     waiting = journal.unsettled()
     this_run = {job.display_name for job in waiting}  # the jobs this run waits for, old and new

@@ -7,6 +7,7 @@ same code path.
 import json
 from pathlib import Path
 
+from paper_personas.blas import use_fast_blas
 from paper_personas.cli import InputError
 from paper_personas.files import read_json
 
@@ -77,6 +78,7 @@ class PersonaModel:
     The LoRA layers are added on the first use(), so until then the model is the plain base model."""
 
     def __init__(self, model_path: str, adapters: Path, configs: dict[str, dict]):
+        use_fast_blas()  # before mlx is imported
         import mlx_lm
 
         self.model, self.tokenizer = mlx_lm.load(model_path)

@@ -1,7 +1,9 @@
-"""Step 2's quality gate: why a teacher's answer must not become training rows, as `reason:persona.field`.
+"""Step 2's quality gate, and the degenerate-answer checks evaluate.py scores with: the same function judges a
+teacher's answer before it becomes a training row and a model's answer after training, so no answer can pass
+one and fail the other.
 
-A row that is wrong is worse than a row that is missing: every check here rejects, none repairs. The reasons are
-counted by sdg.py in its summary and its ledger.
+A row that is wrong is worse than a row that is missing: every check here rejects, none repairs. A rejection
+is `reason:persona.field` (or `reason:persona`); sdg.py counts every attempt's reason in its summary and ledger.
 """
 
 import functools
@@ -24,6 +26,14 @@ REFUSAL = re.compile(
 COPY_MAX_WORDS = 30  # a field may quote a phrase, not 30 words in a row of the section
 LANGUAGE_MIN_WORDS = 25  # shorter texts are too short to tell their language reliably
 LANGUAGE_CONFIDENCE = 0.9
+DEGENERATE_SHARE_OF_MINIMUM = 0.5  # under half the words the persona asks of its fields is not an answer
+REPEATED_NGRAM_FLAG = 0.5  # half of an answer's 3-grams being repeats is a loop
+# An identifier instead of prose ("map_reduce_stream_to_stream_stream"): three or more words joined by "_".
+SLUG = re.compile(r"\b[^\W_]+(?:_[^\W_]*){2,}")
+SLUG_FLAG = 0.25  # share of the text's characters in slugs; one `hash_table_size` in a sentence is fine
+# Numbered fragments instead of sentences ("**Verdict:** 5. 4. 6. 7. 8. 9. 10."): list numbers with next to nothing.
+LIST_NUMBER = re.compile(r"(?<![\w.])\d{1,3}[.)](?=\s|$)")
+NUMBERED_FLAG = 0.3  # share of the words that are list numbers, with at least 3 of them
 SCRIPT_MIN_LETTERS = 20  # letters needed before a text's writing system is taken as known
 # Unicode names a letter's script in its first word ("LATIN SMALL LETTER A", "CJK UNIFIED IDEOGRAPH-4E2D");
 # the scripts that write one language together count as one.
@@ -57,6 +67,44 @@ def language_of(text: str) -> str | None:
     return language if confidence >= LANGUAGE_CONFIDENCE else None
 
 
+def words(text: str) -> list[str]:
+    return re.findall(r"\w+", text.lower())
+
+
+def repeated_ngram_share(text: str, n: int = 3) -> float:
+    grams = [tuple(w) for w in zip(*(words(text)[i:] for i in range(n)), strict=False)]
+    return 1 - len(set(grams)) / len(grams) if len(grams) >= 5 else 0.0
+
+
+def text_problems(text: str, min_words: float) -> list[str]:
+    """Why a text is no answer at all, whatever it says: empty, too few words, a loop, identifiers, numbers."""
+    found, count = [], len(words(text))
+    if not text.strip():
+        return ["empty"]
+    if count < min_words:
+        found.append("too_short")
+    if repeated_ngram_share(text) >= REPEATED_NGRAM_FLAG:
+        found.append("repetitive")
+    if sum(len(m) for m in SLUG.findall(text)) >= SLUG_FLAG * len(text.strip()):
+        found.append("identifier_slug")
+    numbers = len(LIST_NUMBER.findall(text))
+    if numbers >= 3 and numbers >= NUMBERED_FLAG * max(count, 1):
+        found.append("numbered_fragments")
+    return found
+
+
+def degenerate_reasons(persona: Persona, answer: str) -> list[str]:
+    """Why a rendered answer is degenerate; empty when it is a real attempt. The whole answer, then each field
+    (a slug or a loop in one field is diluted in the whole), each held to half the words asked of it."""
+    found = text_problems(answer, DEGENERATE_SHARE_OF_MINIMUM * sum(f.words[0] for f in persona.fields))
+    fields = persona.parse(answer) or {}
+    for f in persona.fields:
+        if f.name in fields:
+            problems = text_problems(fields[f.name], DEGENERATE_SHARE_OF_MINIMUM * f.words[0])
+            found += [r for r in problems if r not in found]
+    return found
+
+
 def script_of(text: str) -> str | None:
     """The writing system most of the text's letters are in (LATIN, CJK, CYRILLIC, ARABIC, THAI, DEVANAGARI, ...),
     or None for a text with too few letters. Needs no spaces between words, as Chinese, Japanese and Thai have
@@ -72,7 +120,9 @@ def script_of(text: str) -> str | None:
     return max(counts, key=counts.get)
 
 
-def field_problem(persona: Persona, field_name: str, text: str, section: str, section_script: str | None) -> str | None:
+def field_problem(
+    persona: Persona, field_name: str, text: str, section: str, section_script: str | None, section_language: str | None
+) -> str | None:
     where = f"{persona.name}.{field_name}"
     if len(text.strip()) < MIN_FIELD_CHARS:
         return f"too_short:{where}"
@@ -86,6 +136,9 @@ def field_problem(persona: Persona, field_name: str, text: str, section: str, se
     script = script_of(text)
     if section_script and script and script != section_script:  # evidence enough on its own: no word count needed
         return f"wrong_script:{where}:{script.lower()}"
+    language = language_of(text)  # per field: one field in French is diluted by an English one in the whole
+    if section_language and language and language != section_language:
+        return f"wrong_language:{where}:{language}"
     return None
 
 
@@ -95,10 +148,13 @@ def answers_problem(answers: BaseModel, personas: tuple[Persona, ...], section: 
     for persona in personas:
         answer = getattr(answers, persona.name).model_dump()
         for f in persona.fields:
-            problem = field_problem(persona, f.name, answer[f.name], section, section_script)
+            problem = field_problem(persona, f.name, answer[f.name], section, section_script, section_language)
             if problem:
                 return problem
         rendered = persona.render(answer)
+        degenerate = degenerate_reasons(persona, rendered)
+        if degenerate:
+            return f"{degenerate[0]}:{persona.name}"
         word = persona.forbidden_word_in(rendered)
         if word:
             return f"forbidden_word:{persona.name}:{word}"

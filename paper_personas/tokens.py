@@ -3,6 +3,7 @@ by name, or a local model folder's or Hugging Face id's tokenizer as mlx_lm load
 
 from pathlib import Path
 
+from paper_personas.blas import use_fast_blas
 from paper_personas.cli import InputError
 
 # ----------------------------------------------------------------------------- settings every step shares
@@ -49,6 +50,7 @@ def load_tokenizer(spec: str):
 
     if spec in tiktoken.list_encoding_names():
         return load_tiktoken(spec)
+    use_fast_blas()  # mlx_lm imports mlx: the BLAS must be loaded first
     from mlx_lm.utils import load_tokenizer as mlx_load_tokenizer
 
     try:

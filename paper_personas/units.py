@@ -5,6 +5,7 @@ persona is always asked about exactly the kind of text it was trained on.
 """
 
 import hashlib
+import itertools
 import re
 from dataclasses import dataclass
 
@@ -101,6 +102,18 @@ def build_units(papers: list[dict], budget: int, count) -> tuple[list[Unit], int
                     keys.add(unit.key)
                     units.append(unit)
     return units, too_short
+
+
+def across_papers(units: list[Unit], limit: int) -> list[Unit]:
+    """At most `limit` units, taken from each paper in turn (0 = all, in order): a trial run with --limit samples
+    every paper instead of the first one's sections."""
+    if not limit:
+        return units
+    by_paper: dict[str, list[Unit]] = {}
+    for unit in units:
+        by_paper.setdefault(unit.paper_id, []).append(unit)
+    in_turn = [u for turn in itertools.zip_longest(*by_paper.values()) for u in turn if u is not None]
+    return in_turn[:limit]
 
 
 def min_max_tokens(personas) -> int:

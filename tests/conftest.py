@@ -15,6 +15,10 @@ os.environ.pop("OPENAI_BASE_URL", None)
 
 import pytest  # noqa: E402
 
+from paper_personas.blas import use_fast_blas  # noqa: E402
+
+use_fast_blas()  # before any test imports mlx, as every script does: the suite trains and generates on OpenBLAS
+
 
 @pytest.fixture(scope="session")
 def smoke_run(tmp_path_factory):

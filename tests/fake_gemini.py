@@ -97,18 +97,31 @@ def good_answers(section: str, schema: dict | None = None) -> dict:
     """Answers for every persona the request's responseSchema names (the three known ones with their own
     wording, any other with generic text per field), as the real API fills the schema it is given."""
     words = " ".join(re.findall(r"[A-Za-z]+", section)[:12]) or "this idea"
+    # As long as the personas ask (40-220 words a field): the gate rejects a field under half of that.
     known = {
         "eli5": {
-            "analogy": f"Imagine a big toy box where every toy has its own labelled spot, like {words}.",
-            "explanation": "When you want a toy you go straight to its spot, so you never have to dig around.",
+            "analogy": f"Imagine a big toy box where every toy has its own labelled spot, like {words}. When you "
+            "put a toy away you read its label and drop it in the right corner, and your friends can do the same "
+            "without asking you where anything goes.",
+            "explanation": "When you want a toy you go straight to its spot, so you never have to dig around. It "
+            "takes the same short moment whether the box holds five toys or five hundred, which is why grown-ups "
+            "build computer programs this way when they must find things fast.",
         },
         "intuitive": {
-            "mechanism": f"A function turns each key into an index, as in {words}, so a lookup is one array access.",
-            "explanation": "Because the index is computed rather than searched for, the cost stays flat as data grows.",
+            "mechanism": f"A function turns each key into an index, as in {words}, so a lookup is one array "
+            "access. The function is cheap to compute and spreads keys evenly, so each slot holds only a few "
+            "entries and checking them costs almost nothing compared with scanning a list.",
+            "explanation": "Because the index is computed rather than searched for, the cost stays flat as data "
+            "grows. Collisions are the price: two keys can land in one slot, and the table resizes itself when "
+            "slots fill up, which keeps the average work per lookup constant over time.",
         },
         "executive": {
-            "verdict": "Adopt: it cuts lookup cost to a constant and needs no special hardware at all.",
-            "summary": f"The approach ({words}) lowers latency and server cost; memory overhead is the main trade-off.",
+            "verdict": "Adopt: it cuts lookup cost to a constant and needs no special hardware at all. The "
+            "change is small for an engineering team, the gains show up at once in latency, and the risk is "
+            "limited to memory use, which is easy to measure before rollout.",
+            "summary": f"The approach ({words}) lowers latency and server cost; memory overhead is the main "
+            "trade-off. Expect fewer machines for the same traffic, faster pages for users, and a modest increase "
+            "in memory per server that current hardware absorbs without any new purchases.",
         },
     }
     schema = resolve_refs(schema) if schema else schema
@@ -116,7 +129,9 @@ def good_answers(section: str, schema: dict | None = None) -> dict:
     return {
         name: known.get(name)
         or {
-            field: f"Seen as {name}, the {field} of this text ({words}) is that each part has a place to go."
+            field: f"Seen as {name}, the {field} of this text ({words}) is that each part has a place to go. "
+            "Every piece is filed where it belongs, so finding it later is quick and predictable, and adding "
+            "more pieces does not slow anything down in the way a single long list would."
             for field in ((personas[name] or {}).get("propertyOrdering") or (personas[name] or {}).get("properties"))
         }
         for name in personas

@@ -26,6 +26,7 @@ from fake_arxiv import FakeArxiv, FakePaper  # noqa: E402
 from pdfs import make_paper_pdf  # noqa: E402
 from tiny_model import build_tiny_llama  # noqa: E402
 
+from paper_personas.blas import preload_env, use_fast_blas  # noqa: E402
 from paper_personas.personas import DEFAULT_FILE, load_personas  # noqa: E402
 
 TOPICS = [
@@ -39,12 +40,12 @@ SMOKE_ITERS = 4
 def run(cmd: list[str], cwd: Path, log: list[str], env: dict | None = None) -> str:
     """Run one pipeline command; stop with its output if it fails."""
     started = time.monotonic()
-    result = subprocess.run(
-        cmd, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=600
+    result = subprocess.run(  # the mlx_lm commands get OpenBLAS preloaded, as `make train` runs them
+        cmd, cwd=cwd, env={**os.environ, **preload_env(), **(env or {})}, capture_output=True, text=True, timeout=600
     )
     output = result.stdout + result.stderr
     shown = " ".join(shown_path(c) for c in cmd)
-    log.append(f"$ {shown}  ({time.monotonic() - started:.1f} s, in {shown_path(cwd)}/)\n{result.stdout.strip()}")
+    log.append(f"$ {shown}  ({time.monotonic() - started:.1f} s)\n{result.stdout.strip()}")
     if result.returncode != 0:
         raise RuntimeError(f"{cmd[1:3]} exited {result.returncode}:\n{output[-3000:]}")
     return output
@@ -94,7 +95,10 @@ def run_smoke(work: Path, personas_file: Path = DEFAULT_FILE) -> dict:
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    log: list[str] = []
+    log: list[str] = [
+        f"BLAS: {use_fast_blas()}",
+        f"Each command ran in {shown_path(work)}/, so an output shown as data/ is {shown_path(work)}/data/.",
+    ]
     py = sys.executable
     model = build_tiny_llama(work / "tiny-llama")
     papers = [

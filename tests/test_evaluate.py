@@ -152,7 +152,7 @@ def test_the_same_answer_for_different_sections_and_a_cut_off_answer_are_degener
     scored = evaluate.score_answers(PERSONAS["eli5"], rows, same, max_tokens=40)
     assert all({"same_answer_for_other_sections", "cut_off"} <= set(s["degenerate_reasons"]) for s in scored)
     looping = "**Analogy:** " + "the toy box " * 30
-    assert evaluate.degenerate_reasons(PERSONAS["eli5"], looping, False, False) == ["repetitive"]
+    assert evaluate.degenerate_reasons(PERSONAS["eli5"], looping) == ["repetitive"]
 
 
 def test_bootstrap_intervals_cover_the_mean_and_shrink_with_more_data():

@@ -3,7 +3,7 @@
 import pytest
 
 from paper_personas.personas import answers_schema, load_personas
-from paper_personas.quality import answers_problem, script_of
+from paper_personas.quality import answers_problem, degenerate_reasons, script_of
 
 
 @pytest.mark.parametrize(
@@ -15,7 +15,7 @@ from paper_personas.quality import answers_problem, script_of
         (
             "Une grande boîte à jouets où chaque jouet a sa place, donc on le trouve tout de suite sans chercher "
             "partout, et on range aussi vite le premier jour que le dernier, même avec beaucoup plus de jouets.",
-            "wrong_language:eli5:fr",
+            "wrong_language:eli5.analogy:fr",
         ),
         # Writing systems with no spaces between words: too few "words" for the language identifier, caught by
         # their script alone; and scripts that do space their words, caught before the identifier is asked.
@@ -69,3 +69,40 @@ def test_the_gate_rejects_refusals_repeated_labels_other_languages_and_copies(fi
 )
 def test_script_of(text, script):
     assert script_of(text) == script
+
+
+GOOD_FIELD = (
+    "Think of a big toy box where every toy has its own labelled spot, so when you want the red car you look at "
+    "its label and reach straight into the right corner instead of digging through the whole pile of toys."
+)
+
+
+@pytest.mark.parametrize(
+    "analogy, reason",
+    [
+        # What SmolLM2-135M wrote as a teacher (issue 22), and the shapes around it.
+        ("map_reduce_stream_to_stream_stream_to_map_reduce_stream_stream_to_stream_map_reduce", "identifier_slug"),
+        ("5. 4. 6. 7. 8. 9. 10. 11. 12. 13. 14. 15. 16. 17. 18. 19. 20. 21. 22.", "numbered_fragments"),
+        ("the toy box the toy box the toy box the toy box the toy box the toy box the toy box", "repetitive"),
+        ("A toy box with spots, like a shelf.", "too_short"),  # 8 words, where at least 40 are asked
+    ],
+)
+def test_the_gate_rejects_what_evaluate_calls_degenerate_and_both_use_one_function(analogy, reason):
+    personas = load_personas()
+    eli5 = personas[0]
+    answers = answers_schema(personas)(
+        eli5={"analogy": analogy, "explanation": GOOD_FIELD},
+        intuitive={"mechanism": GOOD_FIELD, "explanation": GOOD_FIELD},
+        executive={"verdict": GOOD_FIELD, "summary": GOOD_FIELD},
+    )
+    section = "Hash tables map each key to a slot. A lookup costs the same however many keys there are. " * 6
+    problem = answers_problem(answers, personas, section)
+    rendered = eli5.render({"analogy": analogy, "explanation": GOOD_FIELD})
+    assert reason in degenerate_reasons(eli5, rendered)  # what evaluate.py reports for this answer
+    assert problem is not None and problem.split(":")[0] in (reason, "too_short")  # the 40-character floor is first
+
+
+def test_a_real_answer_is_not_degenerate_even_naming_an_identifier_or_a_numbered_step():
+    eli5 = load_personas()[0]
+    text = GOOD_FIELD + " The label works like `hash_table_size` in code: step 1. read it, then take the toy."
+    assert degenerate_reasons(eli5, eli5.render({"analogy": text, "explanation": GOOD_FIELD})) == []

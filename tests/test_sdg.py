@@ -121,7 +121,12 @@ def test_under_a_mix_of_faults_every_unit_is_written_once_per_persona_or_recorde
     stats = json.loads((data / "sdg_stats.json").read_text())["runs"][-1]
     assert stats["done"] == len(written[0]) and stats["failed"] == len(failed) and stats["retries"] > 0
     assert stats["prompt_tokens"] > 0 and stats["cost_usd"] > 0
-    assert f"done: {len(written[0])} ok" in capsys.readouterr().out
+    # Every refused attempt is counted by reason, the ones a later attempt made good included.
+    rejected = stats["rejections_by_reason"]
+    planted = {"refusal": "refusal", "wrong_language": "wrong_language", "repeated_label": "repeated_label"}
+    assert all(rejected.get(reason, 0) >= fake.outcomes[fault] for fault, reason in planted.items()), rejected
+    out = capsys.readouterr().out
+    assert f"done: {len(written[0])} ok" in out and f"{sum(rejected.values())} answers rejected (" in out
 
 
 def test_rows_follow_the_persona_format_and_mlx_lm_loads_them(tmp_path, tiny_model, api_key):
@@ -610,3 +615,10 @@ def test_a_paragraph_with_no_sentence_end_is_cut_into_units_that_fit():
     by_chars = lambda texts: [len(t) // 4 + 1 for t in texts]  # noqa: E731
     pieces = units.chunk_text(blob, budget=300, count=by_chars)
     assert max(by_chars(pieces)) <= 300 and "".join(pieces) == blob
+
+
+def test_limit_takes_units_from_each_paper_in_turn():
+    made = [units.Unit(f"p{p}", s, 0, "Title", "Heading", f"text {p} {s}") for p in range(3) for s in range(4)]
+    taken = units.across_papers(made, 5)
+    assert [u.paper_id for u in taken] == ["p0", "p1", "p2", "p0", "p1"]  # not five of the first paper's
+    assert units.across_papers(made, 0) == made

@@ -17,6 +17,7 @@ from fake_openai import FakeOpenAI, OpenAIFaults
 from test_sdg import write_papers
 
 import sdg
+from paper_personas.blas import preload_env
 from paper_personas.personas import answers_schema, load_personas
 from paper_personas.teachers import local_mlx, openai_compatible
 
@@ -161,6 +162,7 @@ def test_the_real_mlx_lm_server_which_ignores_response_format_is_recorded_not_a_
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "mlx_lm", "server", "--model", str(tiny_model), "--port", str(port)],
+        env={**os.environ, **preload_env()},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,

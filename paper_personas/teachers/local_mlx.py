@@ -4,6 +4,7 @@ decoded together by BatchGenerator, each sequence constrained to the answer sche
 import json
 from dataclasses import dataclass
 
+from paper_personas.blas import use_fast_blas
 from paper_personas.teachers.base import MIN_STRING_CHARS, FatalAPIError, Reply, Teacher, TeacherOptions, Usage
 
 # ----------------------------------------------------------------------------- mlx: a local model, no key
@@ -135,6 +136,7 @@ class MLXTeacher(Teacher):
 
     def load(self) -> None:
         """Load the model and its tokenizer for llguidance (once, on first use)."""
+        use_fast_blas()  # before mlx is imported
         import llguidance.hf
         import mlx_lm
         from mlx_lm.generate import BatchGenerator

@@ -1,0 +1,203 @@
+"""A real language model through the chain: SmolLM2-135M-Instruct (tests/real_model.py) as step 2's teacher, in
+step 3's exact token counts, trained for a few steps as in step 5, and answering in evaluate.py and analyze.py.
+
+These tests judge real text, where the tiny random Llama only ever wrote noise. They use the ELI5 persona alone
+and a few units, to stay within a couple of minutes on 2 CPU cores.
+"""
+
+import json
+import math
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+from helpers import write_rows
+from pdfs import SENTENCES
+from real_model import CACHE, build_smollm2
+
+from paper_personas.personas import load_personas
+from paper_personas.quality import degenerate_reasons
+
+pytestmark = pytest.mark.slow
+
+# An English paragraph from no paper the model was shown here; its perplexity says whether the weights are right.
+ENGLISH = (
+    "The library opens at nine in the morning and closes at six in the evening. Visitors can borrow up to five "
+    "books at a time, and most loans last for three weeks. If you need a book that is already checked out, you "
+    "can reserve it at the front desk, and the staff will call you when it comes back."
+)
+
+
+@pytest.fixture(scope="module")
+def real_model():
+    return build_smollm2(CACHE)  # converted once, then reused by every later run from .cache/
+
+
+@pytest.fixture(scope="module")
+def eli5_only(tmp_path_factory):
+    """personas.toml cut to its first persona: one teacher field pair instead of three, for time."""
+    text = (ROOT / "personas.toml").read_text()
+    path = tmp_path_factory.mktemp("personas") / "eli5.toml"
+    path.write_text(text[: text.index("[intuitive]")])
+    return path
+
+
+def perplexity(model_path, text: str) -> float:
+    import mlx.core as mx
+    import mlx.nn as nn
+    import mlx_lm
+
+    model, tokenizer = mlx_lm.load(str(model_path))
+    ids = mx.array([tokenizer.encode(text)])
+    logits = model(ids[:, :-1])
+    loss = nn.losses.cross_entropy(logits, ids[:, 1:], reduction="mean")
+    return math.exp(loss.item())
+
+
+def test_the_conversion_gives_a_model_that_knows_english(real_model, tmp_path):
+    import mlx_lm
+    from mlx_lm.sample_utils import make_sampler
+    from tiny_model import build_tiny_llama
+
+    model, tokenizer = mlx_lm.load(str(real_model))
+    completion = mlx_lm.generate(model, tokenizer, "The capital of France is", max_tokens=8, sampler=make_sampler(0.0))
+    assert "Paris" in completion
+    assert tokenizer.encode("2024") == [34, 32, 34, 36]  # llama.cpp's "smollm" pre-tokenizer: digits one by one
+    real, random_model = perplexity(real_model, ENGLISH), perplexity(build_tiny_llama(tmp_path / "tiny"), ENGLISH)
+    # A random model is near-uniform over its vocabulary (hundreds); one that reads English is in the tens or less.
+    assert real < 30 and random_model > 200, (real, random_model)
+
+
+def sdg_papers(path, sections: int):
+    records = [
+        {
+            "id": "2401.55555",
+            "title": "Hash Tables for Everyone",
+            "sections": [
+                {"heading": f"{i + 1} Part", "text": " ".join(random.Random(i).sample(SENTENCES, 10))}
+                for i in range(sections)
+            ],
+        }
+    ]
+    path.write_text(json.dumps({"papers": records, "failures": []}))
+
+
+def test_as_teacher_every_row_it_writes_passes_the_checks_evaluate_applies(real_model, eli5_only, tmp_path):
+    sdg_papers(tmp_path / "papers.json", sections=1)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "sdg.py"), "--teacher", "mlx", "--model", str(real_model)]
+        + ["--tokenizer", str(real_model), "--personas-file", str(eli5_only), "--max-output-tokens", "400"]
+        + ["--quality-attempts", "2", "--papers", str(tmp_path / "papers.json"), "--out-dir", str(tmp_path / "data")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode in (0, 1) and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert "BLAS: OpenBLAS" in result.stderr or sys.platform == "darwin"
+    eli5 = load_personas(eli5_only)[0]
+    rows = [json.loads(line) for line in (tmp_path / "data" / "eli5.jsonl").read_text().splitlines()]
+    for row in rows:  # real English, and nothing evaluate.py would call degenerate
+        answer = row["messages"][1]["content"]
+        assert degenerate_reasons(eli5, answer) == [] and eli5.parse(answer) is not None, answer
+    ledger = json.loads((tmp_path / "data" / "sdg_stats.json").read_text())["runs"][-1]
+    attempts = len(rows) + sum(ledger["rejections_by_reason"].values())
+    assert attempts >= 1 and ledger["done"] + ledger["failed"] == 1  # the unit answered, or recorded with why
+
+
+TRAIN_ANSWER = (
+    "**Analogy:** Think of {thing} like a {toy}. Every piece has its own place, so you can find it fast and put it "
+    "back without a mess, just like you do at home after playing.\n\n**Explanation:** {sentence} That is the big "
+    "idea: keep things where they belong, and looking for them stays quick and easy."
+)
+
+
+def training_rows(n: int, seed: int) -> list[dict]:
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        section = " ".join(rng.sample(SENTENCES, 6))
+        answer = TRAIN_ANSWER.format(
+            thing=rng.choice(["the method", "this system", "the design", "the index"]),
+            toy=rng.choice(["toy box", "sock drawer", "lunch box", "bookshelf", "crayon case"]),
+            sentence=rng.choice(SENTENCES),
+        )
+        rows.append({"messages": [{"role": "user", "content": f"Explain this like I'm 5:\n{section}"},
+                                  {"role": "assistant", "content": answer}]})  # fmt: skip
+    return rows
+
+
+@pytest.fixture(scope="module")
+def trained(real_model, tmp_path_factory):
+    """A LoRA adapter trained 10 steps on ELI5 rows, with the repository's config and what a 135M model on a CPU
+    in a test needs changed: 4 layers, lr 1e-4 (1e-5 moved nothing in 20 steps, issue 22), batch 1, short rows."""
+    work = tmp_path_factory.mktemp("train")
+    write_rows(work / "data" / "train.jsonl", training_rows(24, seed=0))
+    write_rows(work / "data" / "valid.jsonl", training_rows(4, seed=1))
+    from paper_personas.blas import preload_env
+
+    result = subprocess.run(
+        [sys.executable, "-m", "mlx_lm", "lora", "--config", str(ROOT / "adapter_config.json"), "--model"]
+        + [str(real_model), "--data", str(work / "data"), "--adapter-path", str(work / "adapters" / "eli5")]
+        + ["--iters", "10", "--learning-rate", "1e-4", "--num-layers", "4", "--max-seq-length", "512"]
+        + ["--steps-per-eval", "10", "--steps-per-report", "5", "--val-batches", "2", "--batch-size", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **preload_env(), "WANDB_MODE": "offline"},
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    return work, result.stdout + result.stderr
+
+
+def test_a_short_training_run_lowers_the_validation_loss(trained):
+    from smoke import losses
+
+    _, output = trained
+    _, val = losses(output)
+    assert len(val) == 2 and val[1] < val[0] - 0.1, val  # before step 1 and after step 10
+
+
+def test_evaluate_and_analyze_answer_in_real_words_with_the_trained_adapter(real_model, eli5_only, trained, tmp_path):
+    work, _ = trained
+    data = tmp_path / "data" / "eli5_2048"
+    data.mkdir(parents=True)
+    for name in ("train", "valid"):
+        (data / f"{name}.jsonl").write_text((work / "data" / f"{name}.jsonl").read_text())
+    common = ["--model", str(real_model), "--adapters", str(work / "adapters"), "--personas-file", str(eli5_only)]
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "evaluate.py"), *common, "--data", str(tmp_path / "data"), "--limit", "1"]
+        + ["--systems", "base", "adapter", "--max-tokens", "120", "--out", str(tmp_path / "reports")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    answers = [json.loads(line) for line in (tmp_path / "reports" / "answers.jsonl").read_text().splitlines()]
+    assert len(answers) == 2 and all(len(a["answer"].split()) >= 10 for a in answers), answers
+    systems = json.loads((tmp_path / "reports" / "eval.json").read_text())["personas"]["eli5"]["systems"]
+    base, adapter = systems["base"]["summary"], systems["adapter"]["summary"]
+    # What the metrics see in real text. SmolLM2 asked plainly repeats the section back: a copy, flagged as one,
+    # not degenerate. After 10 steps the adapter makes the reference answers likelier (its loss is lower) but,
+    # decoding greedily, writes the persona's labels in a loop: flagged, never passed as a good answer.
+    assert base["degenerate"]["mean"] == 0.0 and base["copy_share"]["mean"] >= 0.5, answers
+    assert systems["base"]["flags"].get("copied") == 1
+    assert adapter["loss"]["mean"] < base["loss"]["mean"] - 0.5, (adapter["loss"], base["loss"])
+    for scored in systems["adapter"]["scored"]:
+        assert scored["metrics"]["format"] == 1.0 or scored["degenerate_reasons"], scored
+    sdg_papers(tmp_path / "papers.json", sections=1)
+    report = tmp_path / "report.md"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "analyze.py"), *common, "--paper", "2401.55555", "--papers"]
+        + [str(tmp_path / "papers.json"), "--tokenizer", str(real_model), "--max-tokens", "120", "--out", str(report)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    perspectives = [
+        s["perspectives"]["eli5"]["text"] for s in json.loads(report.with_suffix(".json").read_text())["sections"]
+    ]
+    assert perspectives and all(len(text.split()) >= 10 for text in perspectives), perspectives

@@ -43,14 +43,23 @@ pipeline: $(STAMP)
 WANDB_MODE ?= $(if $(or $(WANDB_API_KEY),$(shell grep -s -l api.wandb.ai $${NETRC:-$$HOME/.netrc})),online,offline)
 export WANDB_MODE
 
-# Step 5: one LoRA adapter per persona, with adapter_config.json.
+# Step 5: one LoRA adapter per persona, with adapter_config.json. HOSTS=hosts.json trains data-parallel on the
+# machines it lists (mlx.launch, ring backend; the README says how to write it); TRAIN_ARGS adds mlx_lm flags.
+HOSTS ?=
+TRAIN_ARGS ?=
+# OpenBLAS for mlx on Linux (paper_personas/blas.py); empty elsewhere. Expanded when used: after the venv exists.
+PRELOAD = $(shell $(PY) -m paper_personas.blas)
+LAUNCH = $(if $(HOSTS),$(VENV)/bin/mlx.launch --hostfile $(HOSTS) --backend ring --cwd $(CURDIR) \
+  --env LD_PRELOAD=$(PRELOAD) --env WANDB_MODE=$(WANDB_MODE) --)
+TRAIN_CMD = $(if $(HOSTS),$(abspath $(PY)) -m mlx_lm lora,$(VENV)/bin/mlx_lm.lora)
 train: $(STAMP)
 	@echo "wandb: $(WANDB_MODE); personas: $(STYLES)"
 	@test -n "$(STYLES)" || { echo "error: no personas read from $(PERSONAS_FILE)"; exit 1; }
 	@echo "BLAS: $$($(PY) -m paper_personas.blas --which)"
+	$(if $(HOSTS),$(PY) -m paper_personas.hosts $(HOSTS) adapter_config.json)
 	for style in $(STYLES); do \
-	  LD_PRELOAD="$$($(PY) -m paper_personas.blas)" $(VENV)/bin/mlx_lm.lora --config adapter_config.json \
-	    --data data/$${style}_2048 --adapter-path adapters/$$style || exit 1; \
+	  LD_PRELOAD="$(PRELOAD)" $(LAUNCH) $(TRAIN_CMD) --config adapter_config.json \
+	    --data data/$${style}_2048 --adapter-path adapters/$$style $(TRAIN_ARGS) || exit 1; \
 	done
 
 # Benchmarks write the tables that BENCHMARKS.md quotes; they take several minutes each.

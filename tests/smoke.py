@@ -3,7 +3,7 @@
     $ python tests/smoke.py [WORK_DIR]            # default .smoke/
 
 Every step runs as a user would run it, as a separate command: paperExtractor.py against a loopback arXiv
-serving 3 generated papers, sdg.py with the tiny Llama as its own teacher (--teacher mlx: no key, no server),
+serving 3 generated papers, sdg.py against a loopback server that speaks Gemini's API (the default teacher),
 trim_jsonl.py in exact mode with the tiny Llama's tokenizer, split_data.py, then `mlx_lm lora` with the
 repository's adapter_config.json for each persona (WANDB_MODE=offline), `mlx_lm generate` with each adapter, and
 evaluate.py's three-system report (base, prompted base, adapter) in WORK_DIR/reports/.
@@ -23,6 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from fake_arxiv import FakeArxiv, FakePaper  # noqa: E402
+from fake_gemini import FakeGemini  # noqa: E402
 from pdfs import make_paper_pdf  # noqa: E402
 from tiny_model import build_tiny_llama  # noqa: E402
 
@@ -35,6 +36,7 @@ TOPICS = [
     ("Caching at the Edge", "Edge caching"),
 ]
 SMOKE_ITERS = 4
+SMOKE_KEY = "smoke-key-not-a-secret"  # the loopback Gemini's key; a real one is never needed here
 
 
 def run(cmd: list[str], cwd: Path, log: list[str], env: dict | None = None) -> str:
@@ -122,14 +124,17 @@ def run_smoke(work: Path, personas_file: Path = DEFAULT_FILE) -> dict:
             work,
             log,
         )
-    # A real teacher, no key and no server: the tiny model itself, constrained to the answer schema. Its answers
-    # are noise, but every one is schema-valid JSON that passed the quality gate.
-    run(
-        [py, ROOT / "sdg.py", "--teacher", "mlx", "--model", model, "--tokenizer", model]
-        + ["--max-output-tokens", "1024", "--personas-file", personas_file],
-        work,
-        log,
-    )
+    # The default teacher, Gemini, as a loopback server speaking its API (tests/fake_gemini.py) through the real
+    # google-genai client. Not the tiny model as its own teacher: its noise is what the quality gate exists to
+    # refuse, and it does (tests/test_teachers.py); a real model as teacher is tests/test_real_model.py.
+    with FakeGemini(api_key=SMOKE_KEY) as gemini:
+        run(
+            [py, ROOT / "sdg.py", "--base-url", gemini.base_url, "--rpm", "0", "--tokenizer", model]
+            + ["--personas-file", personas_file],
+            work,
+            log,
+            env={"GEMINI_API_KEY": SMOKE_KEY},
+        )
     run([py, ROOT / "trim_jsonl.py", "--tokenizer", model, "--personas-file", personas_file], work, log)
     run([py, ROOT / "split_data.py", "--personas-file", personas_file], work, log)
     result = {"log": log, "personas": {}}

@@ -106,3 +106,24 @@ def test_a_real_answer_is_not_degenerate_even_naming_an_identifier_or_a_numbered
     eli5 = load_personas()[0]
     text = GOOD_FIELD + " The label works like `hash_table_size` in code: step 1. read it, then take the toy."
     assert degenerate_reasons(eli5, eli5.render({"analogy": text, "explanation": GOOD_FIELD})) == []
+
+
+@pytest.mark.parametrize(
+    "noise",
+    [
+        # What the tiny random Llama wrote as a teacher: long enough, no loop, mostly Latin letters, and not words.
+        "Today Today Today bookexecutive executive executive executive Decem IXXXstst Knlolololo method method "
+        "constant constantAn onceppdidididiiv maps maps maps maps stor keececryryryryry ate Today exececem",
+        "MecMecMecMecMecMecMecokokok Worthj You time onatHMechan once cccccccccQQQQQQQQ ainainSSSSSS lookalo uncteee "
+        "indindindind sts upsupsupsups b D lookups ow once Kn eeeee stind constant",
+    ],
+)
+def test_noise_that_reads_as_no_language_is_rejected_as_unreadable(noise):
+    personas = load_personas()
+    answers = answers_schema(personas)(
+        eli5={"analogy": noise, "explanation": GOOD_FIELD},
+        intuitive={"mechanism": GOOD_FIELD, "explanation": GOOD_FIELD},
+        executive={"verdict": GOOD_FIELD, "summary": GOOD_FIELD},
+    )
+    section = "Hash tables map each key to a slot. A lookup costs the same however many keys there are. " * 6
+    assert answers_problem(answers, personas, section).split(":")[0] in ("unreadable", "repetitive")

@@ -190,19 +190,34 @@ def test_the_real_mlx_lm_server_which_ignores_response_format_is_recorded_not_a_
     assert run["teacher"] == "openai" and run["requests"] == 3 and run["candidates_tokens"] > 0
 
 
-def test_mlx_teacher_gives_only_schema_valid_answers_from_a_random_model(tmp_path, tiny_model):
+# What the quality gate calls the random model's noise: degenerate, or in another writing system or language.
+NOISE_REASONS = {
+    "too_short",
+    "repetitive",
+    "identifier_slug",
+    "numbered_fragments",
+    "wrong_script",
+    "wrong_language",
+    "unreadable",
+}
+
+
+def test_mlx_teacher_gives_only_schema_valid_answers_from_a_random_model_and_the_gate_refuses_its_noise(
+    tmp_path, tiny_model
+):
     """No key and no server: the tiny random Llama, constrained by llguidance, answers every unit with JSON the
-    schema accepts, eight sequences decoded together."""
+    schema accepts, eight sequences decoded together. What it writes is noise, and the gate writes none of it."""
     write_papers(tmp_path / "papers.json", papers=3)  # 18 units
     args = ["--teacher", "mlx", "--model", str(tiny_model), "--papers", str(tmp_path / "papers.json")]
     args += ["--out-dir", str(tmp_path / "data"), "--tokenizer", str(tiny_model), "--max-output-tokens", "600"]
-    assert sdg.main([*args, "--quality-attempts", "1"]) == 0
+    with pytest.raises(SystemExit, match="no unit succeeded"):
+        sdg.main([*args, "--quality-attempts", "1"])
     data = tmp_path / "data"
-    assert not (data / "sdg_failures.jsonl").read_text()  # one attempt each, and not one failure
-    for persona in ("eli5", "intuitive", "executive"):
-        assert len(rows(data / f"{persona}.jsonl")) == 18
     run = json.loads((data / "sdg_stats.json").read_text())["runs"][-1]
-    assert run["teacher"] == "mlx" and run["done"] == 18 and run["cost_usd"] == 0 and run["requests"] == 18
+    assert run["teacher"] == "mlx" and run["cost_usd"] == 0 and run["requests"] == 18 and run["done"] == 0
+    assert sum(run["rejections_by_reason"].values()) == 18  # every answer parsed: no invalid_json, no max_tokens
+    assert set(run["rejections_by_reason"]) <= NOISE_REASONS, run["rejections_by_reason"]
+    assert all(not rows(data / f"{p}.jsonl") for p in ("eli5", "intuitive", "executive"))
 
 
 def test_the_grammar_bounds_every_field_so_the_answer_always_closes():
@@ -246,16 +261,19 @@ def test_an_mlx_model_that_cannot_be_loaded_stops_the_run_with_the_reason(tmp_pa
 
 
 def test_ctrl_c_stops_the_local_teacher_at_once_and_the_rerun_finishes_without_duplicates(tmp_path, tiny_model):
+    """The random model's units end as recorded failures (its noise never passes the gate): the bookkeeping under
+    Ctrl-C is the same, each unit recorded once, and the rerun tries again only what is not done."""
     write_papers(tmp_path / "papers.json", papers=1)  # 6 units
     args = ["--teacher", "mlx", "--model", str(tiny_model), "--papers", str(tmp_path / "papers.json")]
     args += ["--out-dir", str(tmp_path / "data"), "--tokenizer", str(tiny_model), "--concurrency", "2"]
+    args += ["--quality-attempts", "1"]
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "sdg.py"), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    first = tmp_path / "data" / "eli5.jsonl"
+    failures = tmp_path / "data" / "sdg_failures.jsonl"
     deadline = time.monotonic() + 120
-    while not (first.exists() and first.read_text().count("\n") >= 1):
-        assert process.poll() is None and time.monotonic() < deadline, "no unit was written"
+    while not (failures.exists() and failures.read_text().count("\n") >= 1):
+        assert process.poll() is None and time.monotonic() < deadline, "no unit was finished"
         time.sleep(0.05)
     interrupted = time.monotonic()
     process.send_signal(signal.SIGINT)
@@ -263,10 +281,12 @@ def test_ctrl_c_stops_the_local_teacher_at_once_and_the_rerun_finishes_without_d
     assert process.returncode == 1 and time.monotonic() - interrupted < 10 and "Traceback" not in stderr
     assert "interrupted: finished units are saved" in stderr
     ledger = json.loads((tmp_path / "data" / "sdg_stats.json").read_text())
-    assert ledger["runs"][-1]["outcome"] == "interrupted" and ledger["runs"][-1]["done"] < 6
-    assert sdg.main(args) == 0
-    keys = [row["meta"]["key"] for row in rows(first)]
-    assert len(keys) == len(set(keys)) == 6
+    assert ledger["runs"][-1]["outcome"] == "interrupted"
+    assert ledger["runs"][-1]["done"] + ledger["runs"][-1]["failed"] < 6
+    with pytest.raises(SystemExit, match="no unit succeeded"):
+        sdg.main(args)
+    recorded = [f["key"] for f in rows(failures)] + [r["meta"]["key"] for r in rows(tmp_path / "data" / "eli5.jsonl")]
+    assert len(recorded) == len(set(recorded)) == 6  # every unit once: written, or failed with its reason
 
 
 # ----------------------------------------------------------------------------- a server that is down

@@ -77,6 +77,8 @@ bench: $(STAMP)
 	$(PY) bench/leak_bench.py --papers .bench/papers.json
 	$(PY) bench/sections_bench.py --papers .bench/papers.json
 	$(PY) bench/bookkeeping_bench.py
+	$(PY) bench/blas_bench.py --rounds 3
+	$(PY) bench/real_model_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

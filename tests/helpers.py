@@ -1,6 +1,9 @@
-"""Small builders shared by the tests: chat rows, a tiny tiktoken encoding, running a script's main()."""
+"""Small builders shared by the tests: chat rows, a tiny tiktoken encoding, running a script as a user does."""
 
 import json
+import os
+import subprocess
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -81,3 +84,18 @@ def tree_hashes(folder: Path) -> dict[str, str]:
         for p in sorted(folder.rglob("*"))
         if p.is_file() and "wandb" not in p.parts
     }
+
+
+def run_script(script: str, *args, cwd=None, env=None, timeout=600):
+    """One of the repository's scripts as a user runs it: a new process, no terminal on stdin (as in CI or a
+    pipe), stdout and stderr captured."""
+    root = Path(__file__).resolve().parent.parent
+    return subprocess.run(
+        [sys.executable, str(root / script), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=cwd,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **(env or {})},
+    )

@@ -9,11 +9,15 @@ import mlx_lm
 import pytest
 from conftest import ROOT
 from fake_arxiv import FakeArxiv
+from helpers import run_script
 from mlx.utils import tree_flatten
 from pdfs import make_paper_pdf
 
 import analyze
 from paper_personas import models
+
+# One worker runs every test that needs the session's smoke run, so `make smoke` runs once.
+pytestmark = pytest.mark.xdist_group("smoke")
 
 
 def analyze_args(work, *extra):
@@ -121,13 +125,7 @@ def test_clear_errors(smoke_run, extra, message):
 
 
 def run_analyze(*args, cwd=None):
-    return subprocess.run(
-        [sys.executable, str(ROOT / "analyze.py"), *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=cwd,
-    )
+    return run_script("analyze.py", *args, cwd=cwd)
 
 
 @pytest.mark.parametrize(

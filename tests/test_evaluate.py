@@ -1,5 +1,4 @@
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -9,11 +8,14 @@ import time
 import pytest
 from conftest import ROOT
 from fake_gemini import FakeGemini, Faults
-from helpers import AS_A_USER, tree_hashes
+from helpers import AS_A_USER, run_script, tree_hashes
 
 import evaluate
 from evaluate import lead_first, length_ok, reading_grade, rouge_l
 from paper_personas.personas import by_name, load_personas
+
+# One worker runs every test that needs the session's smoke run, so `make smoke` runs once.
+pytestmark = pytest.mark.xdist_group("smoke")
 
 PERSONAS = by_name(load_personas())
 
@@ -317,17 +319,8 @@ def test_any_teacher_can_judge_here_an_openai_compatible_server_and_a_local_mlx_
 # ----------------------------------------------------------------------------- mistakes cost nothing but a message
 
 
-def run_evaluate(*args, cwd=None, stdin=subprocess.DEVNULL, env=None):
-    """evaluate.py as a user runs it, with no terminal on stdin (as in CI or a pipe)."""
-    return subprocess.run(
-        [sys.executable, str(ROOT / "evaluate.py"), *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=cwd,
-        stdin=stdin,
-        env={**os.environ, **(env or {})},
-    )
+def run_evaluate(*args, cwd=None):
+    return run_script("evaluate.py", *args, cwd=cwd)
 
 
 def closed_port_url() -> str:
@@ -391,19 +384,14 @@ def test_answers_are_kept_as_they_are_made_so_a_failed_run_resumes_without_gener
         failed = run_evaluate(*eval_args(work, out), *judge)
     assert failed.returncode == 1 and "Traceback" not in failed.stderr, failed.stderr
     assert "the answers are kept in" in failed.stderr and "insufficient_quota" in failed.stderr
+    assert "generate: 100%" in failed.stderr and "27/27" in failed.stderr  # a progress bar while it generated
     journal = out / "answers.partial.jsonl"
     assert len(journal.read_text().splitlines()) == 3 * 3 * 3  # 3 systems x 3 personas x --limit 3
     rerun = run_evaluate(*eval_args(work, out))
     assert rerun.returncode == 0, rerun.stderr
     assert "27 answers from an earlier run" in rerun.stdout and not journal.exists()
+    # Scoring at the default verbosity: none of the third-party chatter (rouge_score's, bm25s's)
+    assert "Using default tokenizer" not in rerun.stderr and "Building index" not in rerun.stderr
     rescored = run_evaluate(*eval_args(work, tmp_path / "again"), "--systems", "--answers", out / "answers.jsonl")
     assert rescored.returncode == 0, rescored.stderr
     assert json.loads((tmp_path / "again" / "eval.json").read_text())["systems"] == ["base", "prompted", "adapter"]
-
-
-def test_the_default_log_is_quiet_and_generation_shows_progress(smoke_run, tmp_path):
-    work, _ = smoke_run
-    result = run_evaluate(*eval_args(work, tmp_path / "reports"))
-    assert result.returncode == 0
-    assert "Using default tokenizer" not in result.stderr and "Building index" not in result.stderr
-    assert "generate: 100%" in result.stderr and "27/27" in result.stderr

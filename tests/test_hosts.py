@@ -14,6 +14,9 @@ from smoke import ANSI, losses
 from paper_personas.blas import preload_env
 from paper_personas.hosts import batch_problem
 
+# One worker runs every test that needs the session's smoke run, so `make smoke` runs once.
+pytestmark = pytest.mark.xdist_group("smoke")
+
 LOCAL = {"ssh": "127.0.0.1", "ips": ["127.0.0.1"]}  # mlx.launch runs a 127.0.0.1 host without ssh
 
 
@@ -50,6 +53,7 @@ def test_two_ranks_train_as_one_process_does(smoke_run, tmp_path):
     train = [sys.executable, "-m", "mlx_lm", "lora", "--config", str(ROOT / "adapter_config.json")]
     train += ["--model", str(work / "tiny-llama"), "--data", str(work / "data" / "eli5_2048"), "--iters", "4"]
     train += ["--steps-per-eval", "4", "--steps-per-report", "2", "--val-batches", "2", "--num-layers", "2"]
+    train += ["--report-to", ""]  # no wandb here: its start-up is most of a 4-step run
     env = {**os.environ, **preload_env(), "WANDB_MODE": "offline"}
     launch = [str(Path(sys.executable).parent / "mlx.launch"), "--hostfile", str(hostfile), "--backend", "ring"]
     runs = {}

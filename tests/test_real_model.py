@@ -21,7 +21,8 @@ from real_model import CACHE, build_smollm2
 from paper_personas.personas import load_personas
 from paper_personas.quality import degenerate_reasons
 
-pytestmark = pytest.mark.slow
+# One worker runs them all, so the model is converted once and two trainings never share the 2 cores.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("real_model")]
 
 # An English paragraph from no paper the model was shown here; its perplexity says whether the weights are right.
 ENGLISH = (
@@ -89,7 +90,7 @@ def test_as_teacher_every_row_it_writes_passes_the_checks_evaluate_applies(real_
     sdg_papers(tmp_path / "papers.json", sections=1)
     result = subprocess.run(
         [sys.executable, str(ROOT / "sdg.py"), "--teacher", "mlx", "--model", str(real_model)]
-        + ["--tokenizer", str(real_model), "--personas-file", str(eli5_only), "--max-output-tokens", "400"]
+        + ["--tokenizer", str(real_model), "--personas-file", str(eli5_only), "--max-output-tokens", "200"]
         + ["--quality-attempts", "2", "--papers", str(tmp_path / "papers.json"), "--out-dir", str(tmp_path / "data")],
         capture_output=True,
         text=True,
@@ -169,7 +170,7 @@ def test_evaluate_and_analyze_answer_in_real_words_with_the_trained_adapter(real
     common = ["--model", str(real_model), "--adapters", str(work / "adapters"), "--personas-file", str(eli5_only)]
     result = subprocess.run(
         [sys.executable, str(ROOT / "evaluate.py"), *common, "--data", str(tmp_path / "data"), "--limit", "1"]
-        + ["--systems", "base", "adapter", "--max-tokens", "120", "--out", str(tmp_path / "reports")],
+        + ["--systems", "base", "adapter", "--max-tokens", "80", "--out", str(tmp_path / "reports")],
         capture_output=True,
         text=True,
         timeout=600,
@@ -191,7 +192,7 @@ def test_evaluate_and_analyze_answer_in_real_words_with_the_trained_adapter(real
     report = tmp_path / "report.md"
     result = subprocess.run(
         [sys.executable, str(ROOT / "analyze.py"), *common, "--paper", "2401.55555", "--papers"]
-        + [str(tmp_path / "papers.json"), "--tokenizer", str(real_model), "--max-tokens", "120", "--out", str(report)],
+        + [str(tmp_path / "papers.json"), "--tokenizer", str(real_model), "--max-tokens", "60", "--out", str(report)],
         capture_output=True,
         text=True,
         timeout=600,
@@ -201,3 +202,28 @@ def test_evaluate_and_analyze_answer_in_real_words_with_the_trained_adapter(real
         s["perspectives"]["eli5"]["text"] for s in json.loads(report.with_suffix(".json").read_text())["sections"]
     ]
     assert perspectives and all(len(text.split()) >= 10 for text in perspectives), perspectives
+
+
+def test_trim_counts_each_row_with_the_models_own_chat_template(real_model, tmp_path):
+    """SmolLM2 speaks ChatML (<|im_start|>role ... <|im_end|>, and a default system message): step 3 in exact
+    mode counts what mlx_lm will train on, template included, and cuts a row that would not fit."""
+    from mlx_lm.utils import load_tokenizer
+
+    rows = training_rows(3, seed=2)
+    rows[2]["messages"][0]["content"] += " " + " ".join(SENTENCES * 3)  # about 1,100 tokens in all
+    path = write_rows(tmp_path / "eli5.jsonl", rows)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "trim_jsonl.py"), str(path), "--tokenizer", str(real_model), "--max-tokens", "800"]
+        + ["--overflow", "truncate"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    tokenizer = load_tokenizer(real_model)
+    trimmed = [json.loads(line) for line in (tmp_path / "eli5_800.jsonl").read_text().splitlines()]
+    lengths = [len(tokenizer.apply_chat_template(r["messages"], tokenize=True)) for r in trimmed]
+    assert len(trimmed) == 3 and max(lengths) <= 800 and lengths[2] > 700  # cut to fit, not dropped
+    assert trimmed[:2] == rows[:2]  # rows that fit are untouched
+    prompt = tokenizer.apply_chat_template(trimmed[0]["messages"], tokenize=False)
+    assert prompt.startswith("<|im_start|>system\n") and "<|im_start|>assistant\n**Analogy:**" in prompt

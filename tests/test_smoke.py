@@ -8,6 +8,9 @@ import pytest
 from conftest import ROOT
 from smoke import problems
 
+# One worker runs every test that needs the session's smoke run, so `make smoke` runs once.
+pytestmark = pytest.mark.xdist_group("smoke")
+
 
 @pytest.fixture
 def smoke(smoke_run):

@@ -90,7 +90,7 @@ def test_as_teacher_every_row_it_writes_passes_the_checks_evaluate_applies(real_
     sdg_papers(tmp_path / "papers.json", sections=1)
     result = subprocess.run(
         [sys.executable, str(ROOT / "sdg.py"), "--teacher", "mlx", "--model", str(real_model)]
-        + ["--tokenizer", str(real_model), "--personas-file", str(eli5_only), "--max-output-tokens", "200"]
+        + ["--tokenizer", str(real_model), "--personas-file", str(eli5_only), "--max-output-tokens", "140"]
         + ["--quality-attempts", "2", "--papers", str(tmp_path / "papers.json"), "--out-dir", str(tmp_path / "data")],
         capture_output=True,
         text=True,
@@ -132,18 +132,19 @@ def training_rows(n: int, seed: int) -> list[dict]:
 
 @pytest.fixture(scope="module")
 def trained(real_model, tmp_path_factory):
-    """A LoRA adapter trained 10 steps on ELI5 rows, with the repository's config and what a 135M model on a CPU
-    in a test needs changed: 4 layers, lr 1e-4 (1e-5 moved nothing in 20 steps, issue 22), batch 1, short rows."""
+    """A LoRA adapter trained 6 steps on ELI5 rows, with the repository's config and what a 135M model on a CPU
+    in a test needs changed: 4 layers, lr 2e-4 (1e-5 moved nothing in 20 steps, issue 22), batch 1, short rows."""
     work = tmp_path_factory.mktemp("train")
-    write_rows(work / "data" / "train.jsonl", training_rows(24, seed=0))
-    write_rows(work / "data" / "valid.jsonl", training_rows(4, seed=1))
+    write_rows(work / "data" / "train.jsonl", training_rows(12, seed=0))
+    write_rows(work / "data" / "valid.jsonl", training_rows(2, seed=1))
     from paper_personas.blas import preload_env
 
     result = subprocess.run(
         [sys.executable, "-m", "mlx_lm", "lora", "--config", str(ROOT / "adapter_config.json"), "--model"]
         + [str(real_model), "--data", str(work / "data"), "--adapter-path", str(work / "adapters" / "eli5")]
-        + ["--iters", "10", "--learning-rate", "1e-4", "--num-layers", "4", "--max-seq-length", "512"]
-        + ["--steps-per-eval", "10", "--steps-per-report", "5", "--val-batches", "2", "--batch-size", "1"],
+        + ["--iters", "6", "--learning-rate", "2e-4", "--num-layers", "4", "--max-seq-length", "512"]
+        + ["--steps-per-eval", "6", "--steps-per-report", "3", "--val-batches", "2", "--batch-size", "1"]
+        + ["--report-to", ""],  # wandb is tested by the smoke run; here its start-up would cost more than training
         capture_output=True,
         text=True,
         timeout=600,
@@ -158,7 +159,7 @@ def test_a_short_training_run_lowers_the_validation_loss(trained):
 
     _, output = trained
     _, val = losses(output)
-    assert len(val) == 2 and val[1] < val[0] - 0.1, val  # before step 1 and after step 10
+    assert len(val) == 2 and val[1] < val[0] - 0.1, val  # before step 1 and after step 6
 
 
 def test_evaluate_and_analyze_answer_in_real_words_with_the_trained_adapter(real_model, eli5_only, trained, tmp_path):
@@ -170,7 +171,15 @@ def test_evaluate_and_analyze_answer_in_real_words_with_the_trained_adapter(real
     common = ["--model", str(real_model), "--adapters", str(work / "adapters"), "--personas-file", str(eli5_only)]
     result = subprocess.run(
         [sys.executable, str(ROOT / "evaluate.py"), *common, "--data", str(tmp_path / "data"), "--limit", "1"]
-        + ["--systems", "base", "adapter", "--max-tokens", "80", "--out", str(tmp_path / "reports")],
+        + [
+            "--systems",
+            "base",
+            "adapter",
+            "--max-tokens",
+            "96",
+            "--out",
+            str(tmp_path / "reports"),
+        ],  # base ends at ~75
         capture_output=True,
         text=True,
         timeout=600,
@@ -181,7 +190,7 @@ def test_evaluate_and_analyze_answer_in_real_words_with_the_trained_adapter(real
     systems = json.loads((tmp_path / "reports" / "eval.json").read_text())["personas"]["eli5"]["systems"]
     base, adapter = systems["base"]["summary"], systems["adapter"]["summary"]
     # What the metrics see in real text. SmolLM2 asked plainly repeats the section back: a copy, flagged as one,
-    # not degenerate. After 10 steps the adapter makes the reference answers likelier (its loss is lower) but,
+    # not degenerate. After 6 steps the adapter makes the reference answers likelier (its loss is lower) but,
     # decoding greedily, writes the persona's labels in a loop: flagged, never passed as a good answer.
     assert base["degenerate"]["mean"] == 0.0 and base["copy_share"]["mean"] >= 0.5, answers
     assert systems["base"]["flags"].get("copied") == 1
@@ -192,7 +201,7 @@ def test_evaluate_and_analyze_answer_in_real_words_with_the_trained_adapter(real
     report = tmp_path / "report.md"
     result = subprocess.run(
         [sys.executable, str(ROOT / "analyze.py"), *common, "--paper", "2401.55555", "--papers"]
-        + [str(tmp_path / "papers.json"), "--tokenizer", str(real_model), "--max-tokens", "60", "--out", str(report)],
+        + [str(tmp_path / "papers.json"), "--tokenizer", str(real_model), "--max-tokens", "40", "--out", str(report)],
         capture_output=True,
         text=True,
         timeout=600,

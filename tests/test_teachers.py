@@ -266,7 +266,7 @@ def test_ctrl_c_stops_the_local_teacher_at_once_and_the_rerun_finishes_without_d
     write_papers(tmp_path / "papers.json", papers=1)  # 6 units
     args = ["--teacher", "mlx", "--model", str(tiny_model), "--papers", str(tmp_path / "papers.json")]
     args += ["--out-dir", str(tmp_path / "data"), "--tokenizer", str(tiny_model), "--concurrency", "2"]
-    args += ["--quality-attempts", "1", "--max-output-tokens", "300"]
+    args += ["--quality-attempts", "1", "--max-output-tokens", "600"]
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "sdg.py"), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )

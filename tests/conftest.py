@@ -15,6 +15,11 @@ os.environ.pop("OPENAI_BASE_URL", None)
 
 import pytest  # noqa: E402
 
+# Two pytest workers share 2 cores: an OpenBLAS with a thread per core in each would spin against the other's
+# (a 27 s real-model test took 173 s so). One BLAS thread per worker, for its subprocesses too.
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 from paper_personas.blas import use_fast_blas  # noqa: E402
 
 use_fast_blas()  # before any test imports mlx, as every script does: the suite trains and generates on OpenBLAS

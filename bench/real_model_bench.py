@@ -117,7 +117,7 @@ def main() -> int:
 
     out, seconds = run(
         [py, "evaluate.py", "--model", model, "--adapters", work / "adapters", "--data", data]
-        + ["--max-seq-length", MAX_TOKENS, "--limit", args.eval_rows, "--max-tokens", "200", "--out", work / "reports"]
+        + ["--max-seq-length", MAX_TOKENS, "--limit", args.eval_rows, "--max-tokens", "160", "--out", work / "reports"]
     )
     report += ["", f"## evaluate.py on held-out papers ({seconds:.0f} s)", ""]
     report += [line for line in out.splitlines() if "adapter vs prompted base" in line]

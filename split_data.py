@@ -27,7 +27,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from paper_personas.cli import InputError, die, settings_from, setup_logging
+from paper_personas.cli import InputError, counted, die, settings_from, setup_logging
 from paper_personas.files import iter_jsonl, other_budgets, trimmed_path, unwritable, write_jsonl
 from paper_personas.personas import DEFAULT_FILE as DEFAULT_PERSONAS_FILE
 from paper_personas.personas import Persona, load_personas, section_text
@@ -146,8 +146,8 @@ def assign_groups(
     n_test = max(1, round(len(order) * test_fraction)) if test_fraction > 0 else 0
     if n_valid + n_test >= len(order):
         raise InputError(
-            f"only {len(order)} {unit} to split: train, valid{' and test' if n_test else ''} each need at "
-            f"least one, so at least {n_valid + n_test + 1} are needed. Extract more papers (step 1), "
+            f"only {counted(len(order), unit[:-1], unit)} to split: train, valid{' and test' if n_test else ''} each "
+            f"need at least one, so at least {n_valid + n_test + 1} are needed. Extract more papers (step 1), "
             "or lower --valid-fraction / --test-fraction"
         )
     splits = ["valid"] * n_valid + ["test"] * n_test + ["train"] * (len(order) - n_valid - n_test)

@@ -98,6 +98,12 @@ def main() -> int:
         + [data / f"{p}_{MAX_TOKENS}.jsonl" for p in personas]
     )
     report += ["", "## Steps 3-4", "", *[f"    {line}" for line in split_out.splitlines() if "->" in line]]
+    missing = [p for p in personas if not (data / f"{p}_{MAX_TOKENS}" / "valid.jsonl").exists()]
+    if missing:  # too few rows passed the gate to split by paper: say so, with what step 2 gave
+        errors = [line for line in split_out.splitlines() if line.startswith("error:")]
+        report += ["", f"Stopped: no split for {', '.join(missing)}. {' '.join(errors)}"]
+        print("\n".join(report))
+        return 1
 
     report += ["", f"## Step 5: {args.iters} steps, lr 1e-4, 8 layers, batch 2, max_seq_length {MAX_TOKENS}", ""]
     report += ["| persona | val loss before | after | training tokens/s (median) |", "|---|---:|---:|---:|"]

@@ -211,7 +211,8 @@ def test_a_dataset_too_small_to_split_gets_a_clear_error(tmp_path, papers, args)
         [sys.executable, str(ROOT / "split_data.py"), str(path), *args], capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 1
-    assert f"only {papers} papers to split" in result.stderr and "Traceback" not in result.stderr
+    assert f"only {papers} {'paper' if papers == 1 else 'papers'} to split" in result.stderr  # "1 paper", "2 papers"
+    assert "Traceback" not in result.stderr
     assert not path.with_suffix("").exists()
 
 

@@ -22,7 +22,8 @@ from pathlib import Path
 
 log = logging.getLogger("blas")
 
-FALLBACK = "mlx's bundled reference BLAS (slow: pip install cmeel-openblas)"
+REFERENCE = "mlx's bundled reference BLAS"
+FALLBACK = f"{REFERENCE} (slow: pip install cmeel-openblas)"
 _loaded: str | None = None
 
 
@@ -57,7 +58,7 @@ def use_fast_blas() -> str:
             ctypes.CDLL(str(library), mode=os.RTLD_GLOBAL)
             _loaded = f"OpenBLAS {openblas_version(library)} ({library})"
         except OSError as e:  # libgfortran.so.5, which this OpenBLAS links, is a system library
-            _loaded = f"{FALLBACK.split(' (')[0]}: OpenBLAS cannot load ({e}); install libgfortran5 (Debian, Ubuntu)"
+            _loaded = f"{REFERENCE}: OpenBLAS cannot load ({e}); install libgfortran5 (Debian, Ubuntu)"
     log.info("BLAS: %s", _loaded)
     return _loaded
 

@@ -42,13 +42,13 @@ def main(argv: list[str] | None = None) -> int:
         sys.exit("usage: python -m paper_personas.hosts HOSTFILE [ADAPTER_CONFIG]")
     hostfile, config = Path(args[0]), Path(args[1] if len(args) > 1 else "adapter_config.json")
     try:
-        batch_size = json.loads(config.read_text())["batch_size"]
-        problem = batch_problem(batch_size, ranks(hostfile), hostfile)
+        batch_size, n_ranks = json.loads(config.read_text())["batch_size"], ranks(hostfile)
+        problem = batch_problem(batch_size, n_ranks, hostfile)
     except (InputError, OSError, KeyError, json.JSONDecodeError) as e:
         problem = f"{config}: {e}" if not isinstance(e, InputError) else str(e)
     if problem:
         sys.exit(f"error: {problem}")
-    print(f"{ranks(hostfile)} ranks, batch_size {batch_size}: {batch_size // ranks(hostfile)} rows per rank per step")
+    print(f"{n_ranks} ranks, batch_size {batch_size}: {batch_size // n_ranks} rows per rank per step")
     return 0
 
 

@@ -1,9 +1,15 @@
 import os
+import signal
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]  # the scripts and the test helpers import as top-level modules
+
+# A shell that starts the suite in the background hands it SIGINT ignored, and exec passes "ignored" on to every
+# script a test runs, so the Ctrl-C tests would send a signal nobody hears. Python's own handler here means the
+# children start with the default, as they do from a terminal.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # Tests never talk to the real services, even by accident.
 os.environ["WANDB_MODE"] = "offline"

@@ -15,6 +15,8 @@ What the conversion undoes, as transformers' GGUF loader does:
 
 import importlib.util
 import json
+import os
+import struct
 import sys
 from pathlib import Path
 
@@ -105,15 +107,38 @@ def write_tokenizer(reader, out: Path) -> dict:
     return ids
 
 
+def is_whole(weights: Path) -> bool:
+    """A safetensors file as long as its header says: a conversion cut short (killed, or a full disk that the
+    writer did not report) is not taken for a model."""
+    try:
+        with weights.open("rb") as f:
+            (header_len,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(header_len))
+    except (OSError, struct.error, ValueError):
+        return False
+    data = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    return weights.stat().st_size == 8 + header_len + data
+
+
 def build_smollm2(out: str | Path) -> Path:
-    """Write config.json, model.safetensors and the tokenizer files to `out` (skipped when already there)."""
+    """Write config.json, model.safetensors and the tokenizer files to `out` (skipped when already there and
+    whole). A lock beside `out` makes concurrent builders (two pytest workers, a bench) convert it once."""
+    from filelock import FileLock
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(out.parent / f"{out.name}.lock"):
+        if not ((out / "config.json").exists() and is_whole(out / "model.safetensors")):
+            convert(out)
+    return out
+
+
+def convert(out: Path) -> None:
     import mlx.core as mx
     from gguf import GGUFReader
 
-    out = Path(out)
-    if (out / "model.safetensors").exists() and (out / "config.json").exists():
-        return out
     out.mkdir(parents=True, exist_ok=True)
+    (out / "config.json").unlink(missing_ok=True)  # written last: its presence says the weights are in place
     reader = GGUFReader(gguf_path())
     heads, kv_heads = (
         int(field(reader, "llama.attention.head_count")),
@@ -137,11 +162,12 @@ def build_smollm2(out: str | Path) -> Path:
         "eos_token_id": ids["eos"],
         "torch_dtype": "float32",
     }
-    partial = out / "model.partial.safetensors"  # a conversion killed midway is not taken for a model
+    partial = out / f"model.partial-{os.getpid()}.safetensors"
     mx.save_safetensors(str(partial), {name: mx.array(array) for name, array in tensors.items()})
-    (out / "config.json").write_text(json.dumps(config, indent=1))
+    if not is_whole(partial):
+        raise OSError(f"{partial}: written short (is the disk full?); delete it and run again")
     partial.rename(out / "model.safetensors")
-    return out
+    (out / "config.json").write_text(json.dumps(config, indent=1))
 
 
 if __name__ == "__main__":

@@ -46,12 +46,10 @@ def eli5_only(tmp_path_factory):
     return path
 
 
-def perplexity(model_path, text: str) -> float:
+def perplexity(model, tokenizer, text: str) -> float:
     import mlx.core as mx
     import mlx.nn as nn
-    import mlx_lm
 
-    model, tokenizer = mlx_lm.load(str(model_path))
     ids = mx.array([tokenizer.encode(text)])
     logits = model(ids[:, :-1])
     loss = nn.losses.cross_entropy(logits, ids[:, 1:], reduction="mean")
@@ -67,7 +65,8 @@ def test_the_conversion_gives_a_model_that_knows_english(real_model, tmp_path):
     completion = mlx_lm.generate(model, tokenizer, "The capital of France is", max_tokens=8, sampler=make_sampler(0.0))
     assert "Paris" in completion
     assert tokenizer.encode("2024") == [34, 32, 34, 36]  # llama.cpp's "smollm" pre-tokenizer: digits one by one
-    real, random_model = perplexity(real_model, ENGLISH), perplexity(build_tiny_llama(tmp_path / "tiny"), ENGLISH)
+    real = perplexity(model, tokenizer, ENGLISH)
+    random_model = perplexity(*mlx_lm.load(str(build_tiny_llama(tmp_path / "tiny"))), ENGLISH)
     # A random model is near-uniform over its vocabulary (hundreds); one that reads English is in the tens or less.
     assert real < 30 and random_model > 200, (real, random_model)
 
@@ -236,3 +235,14 @@ def test_trim_counts_each_row_with_the_models_own_chat_template(real_model, tmp_
     assert trimmed[:2] == rows[:2]  # rows that fit are untouched
     prompt = tokenizer.apply_chat_template(trimmed[0]["messages"], tokenize=False)
     assert prompt.startswith("<|im_start|>system\n") and "<|im_start|>assistant\n**Analogy:**" in prompt
+
+
+def test_a_conversion_cut_short_is_not_taken_for_the_model(real_model, tmp_path):
+    from real_model import is_whole
+
+    weights = real_model / "model.safetensors"
+    assert is_whole(weights)
+    cut = tmp_path / "model.safetensors"
+    with weights.open("rb") as f:
+        cut.write_bytes(f.read(50_000_000))  # the header and the first tensors, as a killed or full-disk write
+    assert not is_whole(cut)

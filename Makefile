@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-ray.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 # The personas to train, from personas.toml (or PERSONAS_FILE=...): stdlib only, so no venv is needed to read it.
 PERSONAS_FILE ?= personas.toml
 STYLES = $(shell $(PYTHON) -m paper_personas.personas --personas-file $(PERSONAS_FILE))
@@ -10,7 +10,7 @@ STYLES = $(shell $(PYTHON) -m paper_personas.personas --personas-file $(PERSONAS
 .PHONY: venv test lint smoke pipeline train bench clean
 
 venv: $(STAMP)
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-ray.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt

@@ -18,6 +18,7 @@ within seconds, keeping every finished paper. A run in which nothing succeeded e
 """
 
 import argparse
+import contextlib
 import difflib
 import hashlib
 import logging
@@ -26,11 +27,13 @@ import signal
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures import as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
+from paper_personas import ray_extraction
 from paper_personas.arxiv_client import (
     ARXIV_CATEGORIES,
     ARXIV_MIN_DELAY_S,
@@ -68,6 +71,7 @@ class Settings:
     out: Path
     papers_dir: Path
     workers: int
+    ray: str | None  # None: the process pool; "": a local Ray instance (or RAY_ADDRESS's); else a cluster address
     max_pages: int
     timeout: float
     download_timeout: float
@@ -200,59 +204,73 @@ def worker_init(threads: int) -> None:
 
 
 def extract_all(records: list[dict], settings: Settings, store: Store, failures: dict) -> list[dict]:
-    """Extract in worker processes; each finished paper is stored at once. On Ctrl-C or SIGTERM the queued work is
-    cancelled and the workers are ended, so the interrupt takes effect in seconds; finished papers are kept."""
-    from pebble import ProcessPool
+    """Extract in worker processes, or as Ray tasks with --ray; each finished paper is stored at once. On Ctrl-C
+    or SIGTERM the work still queued or running is cancelled, so the interrupt takes effect in seconds; finished
+    papers are kept."""
     from tqdm import tqdm
+
+    if settings.ray is None:
+        outcomes = pool_extractions(records, settings)
+    else:
+        jobs = (
+            ray_extraction.Job(
+                r, Path(r["pdf_path"]), image_dir(r, settings), settings.max_pages, settings.keep_appendix
+            )
+            for r in records
+        )
+        outcomes = ray_extraction.extractions(jobs, settings.ray, settings.workers, settings.timeout)
+    done = []
+    with contextlib.closing(outcomes):  # closed early (Ctrl-C), the engine stops its workers
+        for record, outcome in tqdm(outcomes, total=len(records), desc="extract", unit="paper", disable=not records):
+            if isinstance(outcome, str):  # any failure of one paper is recorded; it never stops the run
+                failures[record["id"]] = {"id": record["id"], "stage": "extract", "reason": outcome}
+                store.save_failure(failures[record["id"]])
+                continue
+            if outcome["page_capped"]:
+                log.warning(
+                    "%s: only the first %d of %d pages extracted (--max-pages)",
+                    record["id"],
+                    outcome["pages"],
+                    outcome["pages_total"],
+                )
+            done.append(finish_record(record, outcome, settings.options))
+            store.save_paper(done[-1])
+            failures.pop(record["id"], None)
+    return done
+
+
+def image_dir(record: dict, settings: Settings) -> Path:
+    return settings.papers_dir / "images" / safe_filename(record["id"])
+
+
+def pool_extractions(records: list[dict], settings: Settings) -> Iterator[tuple[dict, dict | str]]:
+    """Yield (record, extracted | failure reason) as the worker processes finish, in any order."""
+    from pebble import ProcessPool
 
     threads = max(1, (os.cpu_count() or 1) // settings.workers)
     pool = ProcessPool(max_workers=settings.workers, initializer=worker_init, initargs=(threads,))
-    done = []
     try:
         futures = {
             pool.schedule(
                 extract_paper,
                 timeout=settings.timeout,
-                args=(
-                    r["pdf_path"],
-                    str(settings.papers_dir / "images" / safe_filename(r["id"])),
-                    settings.max_pages,
-                    settings.keep_appendix,
-                ),
+                args=(r["pdf_path"], str(image_dir(r, settings)), settings.max_pages, settings.keep_appendix),
             ): r
             for r in records
         }
-        for future in tqdm(
-            as_completed(futures), total=len(futures), desc="extract", unit="paper", disable=not futures
-        ):
-            record = futures[future]
+        for future in as_completed(futures):
             try:
                 extracted = future.result()
-            except Exception as e:  # any failure of one paper is recorded; it never stops the run
-                failures[record["id"]] = {
-                    "id": record["id"],
-                    "stage": "extract",
-                    "reason": extract_failure(e, settings),
-                }
-                store.save_failure(failures[record["id"]])
+            except Exception as e:
+                yield futures[future], extract_failure(e, settings)
                 continue
-            if extracted["page_capped"]:
-                log.warning(
-                    "%s: only the first %d of %d pages extracted (--max-pages)",
-                    record["id"],
-                    extracted["pages"],
-                    extracted["pages_total"],
-                )
-            done.append(finish_record(record, extracted, settings.options))
-            store.save_paper(done[-1])
-            failures.pop(record["id"], None)
-    except BaseException:
+            yield futures[future], extracted
+    except BaseException:  # Ctrl-C, or the caller closed us early
         pool.stop()  # cancels what is queued and ends the workers now, instead of draining the queue
         pool.join(timeout=5)
         raise
     pool.close()
     pool.join()
-    return done
 
 
 def extract_failure(error: Exception, settings: Settings) -> str:
@@ -328,7 +346,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=os.cpu_count() or 1,
-        help="extraction processes (default: number of CPUs, %(default)s)",
+        help="extraction processes, or a local Ray instance's CPUs (default: number of CPUs, %(default)s)",
+    )
+    work.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="extract as Ray tasks: on a local Ray instance, or on the cluster at ADDRESS (or $RAY_ADDRESS), e.g. "
+        "ray://head:10001 or head:6379; PDFs travel with the tasks, the store stays here. Needs "
+        "pip install -r requirements-ray.txt",
     )
     work.add_argument(
         "--max-pages", type=int, default=60, help="page cap per PDF; logged when hit (default: %(default)s)"
@@ -395,6 +422,8 @@ def check_settings(settings: Settings, parser) -> None:
             + ", ".join(f"{c}" + (f" (did you mean {h[0]}?)" if h else "") for c, h in hints.items())
             + "; see https://arxiv.org/category_taxonomy"
         )
+    if settings.ray is not None and (problem := ray_extraction.preflight(settings.ray)):
+        die(problem)
     outputs = [(settings.out, False), (Store(settings.out).dir, True)]
     for path, folder in outputs:
         if problem := unwritable(path, "--out", folder):
@@ -444,6 +473,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         papers, _ = write_papers_json(settings.out, store, early_failures)
         die(f"interrupted: {counted(papers, 'paper')} saved in {settings.out}; rerun the same command to resume")
+    except InputError as e:  # the Ray cluster could not be joined
+        write_papers_json(settings.out, store, early_failures)
+        die(str(e))
     write_papers_json(settings.out, store, early_failures)
     failed = len(failures) + len(early_failures)
     print(

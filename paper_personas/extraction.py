@@ -163,8 +163,24 @@ def metadata_title(metadata: dict) -> str:
     return title
 
 
-def extract_paper(pdf_path: str, image_dir: str, max_pages: int, keep_appendix: bool) -> dict:
-    """Markdown, sections and figures of one PDF. Raises ValueError with a reason for unusable PDFs."""
+def markdown_ref(image_dir: str | Path) -> str:
+    """How pymupdf4llm links a figure in `image_dir` from the markdown: relative to this process's working
+    folder when under it, else absolute. (Its md_path also makes the folder: a paper that fails has none.)"""
+    from pymupdf4llm.helpers.utils import md_path
+
+    existed = Path(image_dir).is_dir()
+    link, _ = md_path(str(image_dir), "x.png")  # (link in the markdown, file it saves to)
+    if not existed:
+        Path(image_dir).rmdir()
+    return link.rsplit("/", 1)[0]
+
+
+def extract_paper(
+    pdf_path: str, image_dir: str, max_pages: int, keep_appendix: bool, image_ref: str | None = None
+) -> dict:
+    """Markdown, sections and figures of one PDF. Raises ValueError with a reason for unusable PDFs.
+    `image_ref`: the folder the markdown's figure links should name instead of image_dir (a Ray task extracts
+    into a scratch folder; the figures end up on the driver)."""
     import pymupdf
     import pymupdf4llm
 
@@ -200,6 +216,8 @@ def extract_paper(pdf_path: str, image_dir: str, max_pages: int, keep_appendix: 
         markdown = pymupdf4llm.to_markdown(
             doc, pages=pages, write_images=True, image_path=image_dir, image_format="png", show_progress=False
         )
+        if image_ref is not None:
+            markdown = markdown.replace(f"]({markdown_ref(image_dir)}/", f"]({image_ref}/")
         metadata = doc.metadata or {}
         first_line = next((line.strip() for line in texts[0].splitlines() if line.strip()), "")
         page_title, page_authors = first_page_title_authors(doc[0])

@@ -104,17 +104,17 @@ def start(ray, address: str, workers: int) -> str:
         # On Linux Ray binds a local instance to the machine's network address, open to its LAN; one machine
         # needs only loopback. (The variable's name is Ray's: "no cluster" on Windows and macOS, applied here.)
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    options = {"num_cpus": workers, "include_dashboard": False} if local else {"address": address or None}
+        options = {"num_cpus": workers, "include_dashboard": False}  # its workers import this package from here
+    else:  # the driver's copy of the package goes to the cluster's workers, so they run this very code
+        options = {"address": address or None, "runtime_env": {"py_modules": [str(Path(__file__).resolve().parent)]}}
     try:
-        # The driver's copy of the package goes to the workers, so a cluster runs this very code.
-        ray.init(
-            **options,
-            log_to_driver=False,
-            logging_level=logging.WARNING,
-            runtime_env={"py_modules": [str(Path(__file__).resolve().parent)]},
-        )
+        ray.init(**options, log_to_driver=False, logging_level=logging.WARNING)
     except ConnectionError as e:
-        raise InputError(f"--ray {address or os.environ.get('RAY_ADDRESS')}: {e}; is the cluster up?") from None
+        if isinstance(e.__cause__, ray.exceptions.AuthenticationError):  # a cluster started with token auth
+            fix = "the cluster wants its token: export RAY_AUTH_MODE=token and the head's RAY_AUTH_TOKEN here"
+        else:
+            fix = "is the cluster up, and is this machine's Ray the same version as the cluster's?"
+        raise InputError(f"--ray {address or os.environ.get('RAY_ADDRESS')}: {e}; {fix}") from None
     cpus = int(ray.cluster_resources().get("CPU", 1))
     where = "a local Ray instance" if local else f"the Ray cluster at {address or os.environ['RAY_ADDRESS']}"
     return f"{where} ({cpus} CPUs)"

@@ -5,6 +5,7 @@ and nothing lost or counted twice, Ctrl-C in seconds keeping finished papers, an
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -167,3 +168,43 @@ def test_without_ray_or_a_cluster_the_message_says_what_to_do(tmp_path, monkeypa
     with pytest.raises(SystemExit) as exit_info:
         paperExtractor.main(["--pdf-dir", "in", "--out", "p.json", "--papers-dir", "papers", "--ray"])
     assert "--ray needs Ray: pip install -r requirements-ray.txt" in str(exit_info.value.code)
+
+
+@pytest.fixture
+def ray_head(tmp_path):
+    """A one-node Ray cluster as `ray start --head` makes it (token authentication on), bound to loopback."""
+    from test_paperExtractor import free_port
+
+    port = free_port()
+    env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
+    head = subprocess.Popen(
+        [str(Path(sys.executable).parent / "ray"), "start", "--head", "--block", "--port", str(port)]
+        + ["--num-cpus", "2", "--include-dashboard=false", "--disable-usage-stats"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.2)
+    yield f"127.0.0.1:{port}", env
+    head.send_signal(signal.SIGTERM)  # --block: the head stops its processes on SIGTERM
+    head.wait(timeout=60)
+
+
+def test_on_a_cluster_at_an_address_the_package_travels_and_the_output_is_the_same(tmp_path, ray_head):
+    address, env = ray_head
+    write_pdfs(tmp_path / "in", 3)
+    assert run(tmp_path, "pool.json", "papers").returncode == 0
+    (tmp_path / "papers").rename(tmp_path / "pool-papers")
+    result = subprocess.run(
+        command("ray.json", "papers", "--ray", address), cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"extracting on the Ray cluster at {address} (2 CPUs)" in result.stderr
+    assert (tmp_path / "ray.json").read_bytes() == (tmp_path / "pool.json").read_bytes()
+    assert figures(tmp_path / "papers") == figures(tmp_path / "pool-papers")

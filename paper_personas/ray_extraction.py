@@ -104,7 +104,9 @@ def start(ray, address: str, workers: int) -> str:
         # On Linux Ray binds a local instance to the machine's network address, open to its LAN; one machine
         # needs only loopback. (The variable's name is Ray's: "no cluster" on Windows and macOS, applied here.)
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-        options = {"num_cpus": workers, "include_dashboard": False}  # its workers import this package from here
+        # "local": a new instance even when `ray start` left one running here (plain ray.init() would join it).
+        # Its workers import this package from here.
+        options = {"address": "local", "num_cpus": workers, "include_dashboard": False}
     else:  # the driver's copy of the package goes to the cluster's workers, so they run this very code
         options = {"address": address or None, "runtime_env": {"py_modules": [str(Path(__file__).resolve().parent)]}}
     try:
@@ -115,6 +117,8 @@ def start(ray, address: str, workers: int) -> str:
         else:
             fix = "is the cluster up, and is this machine's Ray the same version as the cluster's?"
         raise InputError(f"--ray {address or os.environ.get('RAY_ADDRESS')}: {e}; {fix}") from None
+    except (ValueError, RuntimeError) as e:  # Ray's own word on an address or a setting it cannot use
+        raise InputError(f"--ray {address or os.environ.get('RAY_ADDRESS') or '(local)'}: {e}") from None
     cpus = int(ray.cluster_resources().get("CPU", 1))
     where = "a local Ray instance" if local else f"the Ray cluster at {address or os.environ['RAY_ADDRESS']}"
     return f"{where} ({cpus} CPUs)"

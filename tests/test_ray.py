@@ -208,3 +208,11 @@ def test_on_a_cluster_at_an_address_the_package_travels_and_the_output_is_the_sa
     assert f"extracting on the Ray cluster at {address} (2 CPUs)" in result.stderr
     assert (tmp_path / "ray.json").read_bytes() == (tmp_path / "pool.json").read_bytes()
     assert figures(tmp_path / "papers") == figures(tmp_path / "pool-papers")
+
+
+def test_without_an_address_a_new_local_instance_starts_even_beside_a_running_cluster(tmp_path, ray_head):
+    """Plain ray.init() would join the cluster `ray start` left here, and refuse the CPU count."""
+    write_pdfs(tmp_path / "in", 1)
+    result = run(tmp_path, "p.json", "papers", "--ray")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "extracting on a local Ray instance (2 CPUs)" in result.stderr

@@ -76,6 +76,7 @@ bench: $(STAMP)
 	$(PY) bench/template_margin.py --papers .bench/papers.json
 	$(PY) bench/leak_bench.py --papers .bench/papers.json
 	$(PY) bench/sections_bench.py --papers .bench/papers.json
+	$(PY) bench/ray_bench.py
 	$(PY) bench/bookkeeping_bench.py
 	$(PY) bench/blas_bench.py --rounds 3
 	$(PY) bench/real_model_bench.py

@@ -133,7 +133,7 @@ def failure_reason(ray, error: Exception) -> str:
     if isinstance(error, ray.exceptions.RayTaskError):
         return f"{type(error.cause).__name__}: {error.cause}"
     if isinstance(error, ray.exceptions.OutOfMemoryError):
-        return f"out of memory on the Ray worker (tried {RETRIES + 1} times)"
+        return "out of memory on the Ray worker (give the task's node more memory, or lower --max-pages)"
     if isinstance(error, ray.exceptions.WorkerCrashedError | ray.exceptions.NodeDiedError):
         return f"the Ray worker died while extracting it, {RETRIES + 1} times (killed, or out of memory?)"
     return f"{type(error).__name__}: {error}"
@@ -152,14 +152,13 @@ def extractions(jobs: Iterable[Job], address: str, workers: int, timeout: float)
     try:
         while True:
             while len(running) < window and (job := next(queue, None)) is not None:
-                ref = task.remote(
-                    job.pdf_path.read_bytes(),
-                    job.pdf_path.name,
-                    markdown_ref(job.image_dir),
-                    job.max_pages,
-                    job.keep_appendix,
-                )
-                running[ref] = (job, time.monotonic() + timeout)
+                try:
+                    pdf = job.pdf_path.read_bytes()
+                except OSError as e:  # gone or unreadable since it was checked
+                    yield job.key, f"cannot read {job.pdf_path}: {e.strerror or e}"
+                    continue
+                args = (pdf, job.pdf_path.name, markdown_ref(job.image_dir), job.max_pages, job.keep_appendix)
+                running[task.remote(*args)] = (job, time.monotonic() + timeout)
             if not running:
                 return
             ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)

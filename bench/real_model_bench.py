@@ -3,6 +3,7 @@ trim, split by paper -> one LoRA adapter per persona -> evaluate.py (base, promp
 held-out papers. Every step runs as a user runs it, as a command.
 
     $ python bench/real_model_bench.py [--units 30] [--iters 30]    # about 30 minutes on 2 cores
+    $ python bench/real_model_bench.py --reuse-data ...              # steps 3-5 and evaluate.py on the last rows
 
 Reads ../shared/papers/ (extracted once into .bench/papers.json); writes .bench/real/ and prints a markdown
 report: teacher units per minute, gate rejections by reason, training tokens per second, validation loss before
@@ -12,7 +13,7 @@ Settings that differ from adapter_config.json, and why:
   --max-tokens 800   rows of at most 800 tokens (sections chunked to fit, as sdg.py does for any budget): a CPU
                      trains a 2,048-token row about 3x slower, and the answer must fit whole (mask_prompt)
   --iters 30, lr 1e-4, 8 layers, batch 2   a 135M model on a CPU in minutes; at lr 1e-5 twenty steps did not
-                     move format adherence at all (issue 22)
+                     move format adherence at all (issue 22); batch 1 when fewer than 2 rows reach training
 """
 
 import argparse
@@ -65,6 +66,11 @@ def main() -> int:
     parser.add_argument("--units", type=int, default=30, help="teacher units, taken across papers (default: 30)")
     parser.add_argument("--iters", type=int, default=30, help="training steps per persona (default: 30)")
     parser.add_argument("--eval-rows", type=int, default=6, help="held-out rows per persona (default: 6)")
+    parser.add_argument(
+        "--reuse-data",
+        action="store_true",
+        help="keep step 2's rows from the last run in .bench/real/data (its ledger is reported) and go on from step 3",
+    )
     args = parser.parse_args()
     py, model = sys.executable, build_smollm2(CACHE)
     work = BENCH / "real"
@@ -75,11 +81,14 @@ def main() -> int:
     if not papers.exists():
         run([py, "paperExtractor.py", "--pdf-dir", PAPERS, "--out", papers, "--papers-dir", BENCH / "papers"])
 
-    out, seconds = run(
-        [py, "sdg.py", "--teacher", "mlx", "--model", model, "--tokenizer", model, "--papers", papers]
-        + ["--out-dir", data, "--limit", args.units, "--max-tokens", MAX_TOKENS, "--concurrency", "6"]
-        + ["--max-output-tokens", "900", "--quality-attempts", "2"]
-    )
+    if args.reuse_data:
+        seconds = json.loads((data / "sdg_stats.json").read_text())["runs"][-1]["seconds"]
+    else:
+        out, seconds = run(
+            [py, "sdg.py", "--teacher", "mlx", "--model", model, "--tokenizer", model, "--papers", papers]
+            + ["--out-dir", data, "--limit", args.units, "--max-tokens", MAX_TOKENS, "--concurrency", "6"]
+            + ["--max-output-tokens", "900", "--quality-attempts", "2"]
+        )
     ledger = json.loads((data / "sdg_stats.json").read_text())["runs"][-1]
     report += [
         "",
@@ -105,13 +114,20 @@ def main() -> int:
         print("\n".join(report))
         return 1
 
-    report += ["", f"## Step 5: {args.iters} steps, lr 1e-4, 8 layers, batch 2, max_seq_length {MAX_TOKENS}", ""]
+    # mlx_lm needs at least batch_size rows in train and in valid; a run that kept fewer trains on batches of 1.
+    rows = [
+        len((data / f"{p}_{MAX_TOKENS}" / f"{split}.jsonl").read_text().splitlines())
+        for p in personas
+        for split in ("train", "valid")
+    ]
+    batch = max(1, min(2, *rows))
+    report += ["", f"## Step 5: {args.iters} steps, lr 1e-4, 8 layers, batch {batch}, max_seq_length {MAX_TOKENS}", ""]
     report += ["| persona | val loss before | after | training tokens/s (median) |", "|---|---:|---:|---:|"]
     for persona in personas:
         out, seconds = run(
             [py, "-m", "mlx_lm", "lora", "--config", "adapter_config.json", "--model", model]
             + ["--data", data / f"{persona}_{MAX_TOKENS}", "--adapter-path", work / "adapters" / persona]
-            + ["--iters", args.iters, "--learning-rate", "1e-4", "--num-layers", "8", "--batch-size", "2"]
+            + ["--iters", args.iters, "--learning-rate", "1e-4", "--num-layers", "8", "--batch-size", batch]
             + ["--max-seq-length", MAX_TOKENS, "--steps-per-eval", args.iters, "--steps-per-report", "10"]
             + ["--val-batches", "-1"],
             env={**__import__("os").environ, **preload_env(), "WANDB_MODE": "offline"},

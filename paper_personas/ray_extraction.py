@@ -105,7 +105,7 @@ def start(ray, address: str, workers: int) -> str:
         # needs only loopback. (The variable's name is Ray's: "no cluster" on Windows and macOS, applied here.)
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         # Ray runs its workers at nice 15, where anything else on the machine comes first; on one machine the
-        # extraction is the job, at the priority the pool's workers have (bench/ray_bench.py: 1.30x -> 1.21x).
+        # extraction is the job, at the priority the pool's workers have (bench/ray_bench.py: 1.30x -> 1.19-1.21x).
         os.environ.setdefault("RAY_worker_niceness", "0")
         # "local": a new instance even when `ray start` left one running here (plain ray.init() would join it).
         # Its workers import this package from here.

@@ -4,6 +4,7 @@ Run simply as:
     $ python paperExtractor.py                                   # 7 newest papers in each default category
     $ python paperExtractor.py --ids 1706.03762 cs/0112017       # specific arXiv papers
     $ python paperExtractor.py --pdf-dir ~/papers                # local PDFs, no arXiv involved
+    $ python paperExtractor.py --pdf-dir ~/papers --ray [ADDRESS]  # as Ray tasks (pip install -r requirements-ray.txt)
 
 Reads:  the arXiv API (or --pdf-dir and its subfolders), then each paper's PDF.
 Writes: papers/<id>.pdf, papers/images/<id>/*.png, papers.records/<id>.json (one file per finished paper, the

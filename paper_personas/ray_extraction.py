@@ -95,9 +95,9 @@ def unreachable(address: str) -> str | None:
     return None
 
 
-def start(ray, address: str, workers: int) -> str:
+def start(ray, address: str, workers: int) -> tuple[str, int]:
     """Connect to the cluster at `address`, or to RAY_ADDRESS's, or start a local instance with `workers` CPUs;
-    return what was joined, for the log."""
+    return what was joined, for the log, and its CPUs."""
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no report sent home from a user's run
     local = not address and not os.environ.get("RAY_ADDRESS")
     if local:
@@ -122,9 +122,9 @@ def start(ray, address: str, workers: int) -> str:
         raise InputError(f"--ray {address or os.environ.get('RAY_ADDRESS')}: {e}; {fix}") from None
     except (ValueError, RuntimeError) as e:  # Ray's own word on an address or a setting it cannot use
         raise InputError(f"--ray {address or os.environ.get('RAY_ADDRESS') or '(local)'}: {e}") from None
-    cpus = int(ray.cluster_resources().get("CPU", 1))
+    cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
     where = "a local Ray instance" if local else f"the Ray cluster at {address or os.environ['RAY_ADDRESS']}"
-    return f"{where} ({cpus} CPUs)"
+    return f"{where} ({cpus} CPUs)", cpus
 
 
 def failure_reason(ray, error: Exception) -> str:
@@ -144,9 +144,9 @@ def extractions(jobs: Iterable[Job], address: str, workers: int, timeout: float)
     written into each job's image_dir before its result is yielded. Ctrl-C (or closing this generator) cancels
     the tasks still running and leaves Ray."""
     ray = import_ray()
-    log.info("extracting on %s", start(ray, address, workers))
+    joined, window = start(ray, address, workers)  # one task in flight per CPU
+    log.info("extracting on %s", joined)
     task = ray.remote(num_cpus=1, max_retries=RETRIES, retry_exceptions=False)(extract_task)
-    window = max(1, int(ray.cluster_resources().get("CPU", 1)))
     queue = iter(jobs)
     running: dict = {}  # object ref -> (job, deadline)
     try:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT
+from helpers import run_script
 from pdfs import make_encrypted_pdf, make_paper_pdf
 
 import paperExtractor
@@ -32,17 +33,16 @@ def write_pdfs(folder: Path, n: int, encrypted: bool = False) -> Path:
     return folder
 
 
+def step1_args(out: str, papers: str | Path, *extra: str) -> list[str]:
+    return ["--pdf-dir", "in", "--out", out, "--papers-dir", str(papers), "--workers", "2", *extra]
+
+
 def command(out: str, papers: str | Path, *extra: str) -> list[str]:
-    return [sys.executable, str(ROOT / "paperExtractor.py"), "--pdf-dir", "in", "--out", out, "--papers-dir"] + [
-        str(papers),
-        "--workers",
-        "2",
-        *extra,
-    ]
+    return [sys.executable, str(ROOT / "paperExtractor.py"), *step1_args(out, papers, *extra)]
 
 
-def run(cwd: Path, out: str, papers: str | Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run(command(out, papers, *extra), cwd=cwd, capture_output=True, text=True, timeout=300)
+def run(cwd: Path, out: str, papers: str | Path, *extra: str, env=None) -> subprocess.CompletedProcess:
+    return run_script("paperExtractor.py", *step1_args(out, papers, *extra), cwd=cwd, env=env, timeout=300)
 
 
 def figures(papers: Path) -> dict[str, bytes]:
@@ -201,9 +201,7 @@ def test_on_a_cluster_at_an_address_the_package_travels_and_the_output_is_the_sa
     write_pdfs(tmp_path / "in", 3)
     assert run(tmp_path, "pool.json", "papers").returncode == 0
     (tmp_path / "papers").rename(tmp_path / "pool-papers")
-    result = subprocess.run(
-        command("ray.json", "papers", "--ray", address), cwd=tmp_path, env=env, capture_output=True, text=True
-    )
+    result = run(tmp_path, "ray.json", "papers", "--ray", address, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"extracting on the Ray cluster at {address} (2 CPUs)" in result.stderr
     assert (tmp_path / "ray.json").read_bytes() == (tmp_path / "pool.json").read_bytes()

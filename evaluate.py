@@ -67,12 +67,14 @@ from paper_personas.teachers.base import (
     DAILY_QUOTA,
     SYSTEMIC,
     FatalAPIError,
+    FlagNames,
     Teacher,
     TeacherOptions,
     Usage,
     connection_failure,
     retrying,
 )
+from paper_personas.teachers.gemini import least_thinking_budget
 from paper_personas.tokens import MAX_TOKENS
 
 log = logging.getLogger("evaluate")
@@ -455,6 +457,7 @@ def model_answers(settings: Settings, personas, held_out: dict[str, list[dict]],
 
 # ----------------------------------------------------------------------------- LLM judge
 
+JUDGE_OUTPUT_TOKENS = 64  # the verdict's JSON is about 20 tokens
 JUDGE_INSTRUCTION = (
     "You judge two answers, A and B, to the same request about a section of a research paper. Judge two things "
     "separately. accuracy: which answer is more faithful to the section, with no claim the section does not "
@@ -493,24 +496,34 @@ async def judge_pairs(teacher: Teacher, persona: Persona, pairs: list[tuple[str,
 
 
 def judge_cost(teacher: Teacher, pairs_count: int, prompt_chars: int) -> float:
-    """Rough USD for 2 judge calls per pair: prompt and both answers in, a few tokens out."""
+    """Rough USD for 2 judge calls per pair: prompt and both answers in, a few tokens out (and the thinking a
+    model that must think spends, billed as output)."""
     input_tokens = int(2 * (prompt_chars / 4 + pairs_count * 400))
-    return teacher.prices.cost(Usage(input=input_tokens, output=2 * pairs_count * 20))
+    output_tokens = 2 * pairs_count * (20 + teacher.options.thinking_budget)
+    return teacher.prices.cost(Usage(input=input_tokens, output=output_tokens))
 
 
 def prepare_judge(held_out: dict, personas, settings: Settings) -> Teacher | None:
     """The judge, checked before any answer is generated: its settings, its key, that its server answers, and
     the user's yes to its estimated cost. None when the user declines (the report is made without it)."""
     model, base_url = TEACHERS[settings.judge].endpoint(settings.judge_model, settings.base_url)
-    teacher = make_teacher(
-        settings.judge, TeacherOptions(model=model, base_url=base_url, temperature=0.0, max_output_tokens=64)
+    # Thinking off where the model allows it; gemini-2.5-pro must think, and its thoughts count as output.
+    thinking = least_thinking_budget(model) if settings.judge == "gemini" else 0
+    options = TeacherOptions(
+        model=model,
+        base_url=base_url,
+        temperature=0.0,
+        max_output_tokens=JUDGE_OUTPUT_TOKENS + thinking,
+        thinking_budget=thinking,
+        flags=FlagNames(teacher="--judge", model="--judge-model"),
     )
+    teacher = make_teacher(settings.judge, options)
     alternatives = (
         "or judge with a local model and no key: --judge mlx --judge-model PATH_OR_HF_ID; or leave out --judge"
     )
     problem = teacher.problem() or teacher.key_problem(alternatives) or teacher.unreachable()
     if problem:
-        raise InputError(f"the judge ({teacher.name}): {problem}. Nothing was generated")
+        raise InputError(f"the judge ({teacher.name}), before any answer was generated: {problem}")
     n_pairs = sum(len(held_out[p.name]) for p in personas)
     prompt_chars = sum(len(row["messages"][-2]["content"]) for p in personas for row in held_out[p.name])
     cost = judge_cost(teacher, n_pairs, prompt_chars)

@@ -296,6 +296,20 @@ def test_judge_swaps_positions_so_a_position_biased_judge_scores_even(smoke_run,
     assert "judge: 6 gemini calls, estimated $" in capsys.readouterr().err
 
 
+def test_a_judge_that_must_think_is_given_the_least_thinking_it_accepts(smoke_run, tmp_path, monkeypatch, capsys):
+    """gemini-2.5-pro refuses a thinking budget of 0 (the loopback server answers 400 as the API does), and
+    evaluate.py has no --thinking-budget to ask the user for one: the judge takes the model's minimum."""
+    work, _ = smoke_run
+    monkeypatch.setenv("GEMINI_API_KEY", "test-key")
+    with FakeGemini(api_key="test-key") as fake:
+        judge = ["--judge", "gemini", "--judge-model", "gemini-2.5-pro", "--yes", "--base-url", fake.base_url]
+        assert evaluate.main(eval_args(work, tmp_path, "--personas", "eli5", *judge)) == 0
+        assert len(fake.request_times) == 6  # 3 pairs, both orders, none refused
+    summary = json.loads((tmp_path / "eval.json").read_text())["personas"]["eli5"]["systems"]["adapter"]["summary"]
+    assert summary["judge_style"]["n"] == 3
+    assert "--thinking-budget" not in capsys.readouterr().err
+
+
 def test_any_teacher_can_judge_here_an_openai_compatible_server_and_a_local_mlx_model(smoke_run, tmp_path, capsys):
     """The judge goes through the same teacher interface as step 2: a position-biased OpenAI-compatible judge
     scores even, and the tiny model judging under the verdict grammar gives a verdict for every pair."""
@@ -336,6 +350,13 @@ def closed_port_url() -> str:
         (["--judge", "gemini"], 2, "--judge asks before it spends, and there is no terminal to ask: add --yes"),
         (["--judge", "gemini", "--yes"], 1, "--judge mlx --judge-model PATH_OR_HF_ID; or leave out --judge"),
         (["--judge", "openai", "--judge-model", "m", "--base-url", "CLOSED", "--yes"], 1, "cannot reach http://127"),
+        (["--judge", "mlx", "--yes"], 1, "--judge mlx needs --judge-model: an mlx_lm model folder"),
+        (["--judge", "openai", "--judge-model", "m", "--yes"], 1, "--judge openai needs --base-url, e.g."),
+        (
+            ["--judge", "openai", "--base-url", "http://127.0.0.1:9/v1", "--yes"],
+            1,
+            "--judge openai needs --judge-model",
+        ),
         (["--out", "a-file/reports"], 1, "cannot write a-file/reports: a-file is a file, not a folder"),
     ],
 )

@@ -147,6 +147,15 @@ class Reply:
 
 
 @dataclass(frozen=True)
+class FlagNames:
+    """How the script that builds a teacher spells the flags a teacher's messages name: sdg.py's by default,
+    evaluate.py's judge its own (--judge, --judge-model), so every message names a flag the user can pass."""
+
+    teacher: str = "--teacher"
+    model: str = "--model"
+
+
+@dataclass(frozen=True)
 class TeacherOptions:
     """What a teacher is built from, read once from the command line by the script that uses it."""
 
@@ -157,6 +166,7 @@ class TeacherOptions:
     max_output_tokens: int = 2048
     thinking_budget: int = 0
     concurrency: int = 8  # mlx: the sequences decoded together
+    flags: FlagNames = FlagNames()
 
 
 class Teacher:

@@ -48,6 +48,15 @@ SETTINGS_PHRASES = (
 )
 
 
+def least_thinking_budget(model: str) -> int:
+    """The smallest thinking budget `model` accepts: 0 (thinking off) where it can be turned off, as for a judge
+    that answers with a few tokens; gemini-2.5-pro cannot."""
+    prefix = next((p for p in THINKING_BUDGETS if model.startswith(p)), None)
+    if prefix is None or THINKING_BUDGETS[prefix][2]:
+        return 0
+    return THINKING_BUDGETS[prefix][0]
+
+
 def settings_problem(model: str, thinking_budget: int, base_url: str | None) -> str | None:
     """What the API would reject on every request, checked before the first one; None when all is well."""
     if base_url and url_problem(base_url):

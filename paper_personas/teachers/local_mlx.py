@@ -131,7 +131,8 @@ class MLXTeacher(Teacher):
 
     def problem(self) -> str | None:
         if not self.options.model:
-            return "--teacher mlx needs --model: an mlx_lm model folder or Hugging Face id"
+            flags = self.options.flags
+            return f"{flags.teacher} mlx needs {flags.model}: an mlx_lm model folder or Hugging Face id"
         return None
 
     def load(self) -> None:

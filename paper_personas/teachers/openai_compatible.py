@@ -64,14 +64,16 @@ class OpenAITeacher(Teacher):
         self.client = None
 
     def problem(self) -> str | None:
+        flags = self.options.flags
         if not self.options.base_url:
             return (
-                "--teacher openai needs --base-url, e.g. http://localhost:8000/v1 (vLLM) or https://api.openai.com/v1"
+                f"{flags.teacher} openai needs --base-url, e.g. http://localhost:8000/v1 (vLLM) or "
+                "https://api.openai.com/v1"
             )
         if url_problem(self.options.base_url, example_scheme="http"):
             return url_problem(self.options.base_url, example_scheme="http")
         if not self.options.model:
-            return "--teacher openai needs --model: the name the server serves the model under"
+            return f"{flags.teacher} openai needs {flags.model}: the name the server serves the model under"
         return None
 
     def key_problem(self, alternatives: str = "") -> str | None:

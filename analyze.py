@@ -106,11 +106,20 @@ def _last_error(stderr: str) -> str:
 
 
 def paper_from_pdf(pdf: Path, papers_dir: Path) -> dict:
+    if pdf.is_dir():
+        raise InputError(f"--pdf {pdf} is a folder: give one PDF file (paperExtractor.py --pdf-dir reads folders)")
     if not pdf.is_file():
         raise InputError(f"--pdf {pdf}: no such file")
     with tempfile.TemporaryDirectory(prefix="analyze-pdf-") as folder:
-        os.symlink(pdf.resolve(), Path(folder) / pdf.name)  # step 1 reads folders of PDFs
-        return run_step1(["--pdf-dir", folder], papers_dir)
+        # Step 1 reads folders of *.pdf: a file named otherwise is linked under a .pdf name, so that a file
+        # that is no PDF at all gets step 1's own reason rather than "no papers found".
+        name = pdf.name if pdf.suffix.lower() == ".pdf" else f"{pdf.name}.pdf"
+        link = Path(folder) / name
+        os.symlink(pdf.resolve(), link)
+        try:
+            return run_step1(["--pdf-dir", folder], papers_dir)
+        except InputError as e:  # step 1's reason names the link; the user knows the file
+            raise InputError(str(e).replace(str(link), str(pdf))) from None
 
 
 def paper_from_arxiv(settings: Settings) -> dict:

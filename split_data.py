@@ -270,7 +270,8 @@ def split_files(inputs: list[Path], personas, settings: Settings) -> None:
         folder = write_splits(path, splits)
         group_of = {id(row): g for row, g in rows}
         counts = ", ".join(
-            f"{name} {len(splits[name]):,} rows / {len({group_of[id(r)] for r in splits[name]}):,} {unit}"
+            f"{name} {counted(len(splits[name]), 'row')} / "
+            f"{counted(len({group_of[id(r)] for r in splits[name]}), unit.removesuffix('s'))}"
             for name in SPLITS
             if splits[name]
         )
@@ -355,6 +356,11 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         step = "split_data.py" if settings.check else "trim_jsonl.py"
         die(f"input not found: {', '.join(missing)}. Run {step} first, or name the inputs")
+    if not settings.check and (folders := [str(p) for p in inputs if p.is_dir()]):
+        die(
+            f"{folders[0]} is a folder, not a file: name the trimmed JSONL files, such as data/eli5_2048.jsonl "
+            "(split folders are read with --check)"
+        )
     for path in [] if settings.check else inputs:
         fix = "its splits go in a folder beside it: copy the input to a folder you can write to"
         if problem := unwritable(path.with_suffix(""), str(path), folder=True, fix=fix):

@@ -311,7 +311,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def trim_file(path: Path, counter, args: Settings) -> str:
+def trim_file(path: Path, counter, args: Settings) -> tuple[str, int]:
+    """Trim one file; its summary line and the number of rows kept."""
     dropped: dict[str, int] = {}
     lengths: list[int] = []
     rows = read_rows(path, args.skip_invalid, dropped, counter.find_special)
@@ -319,10 +320,11 @@ def trim_file(path: Path, counter, args: Settings) -> str:
     kept = write_jsonl(out, trim_rows(rows, counter, args, dropped, lengths))
     lengths.sort()
     reasons = ", ".join(f"{n:,} {reason}" for reason, n in sorted(dropped.items())) or "none dropped"
-    return (
+    summary = (
         f"{path}: {kept:,} kept ({reasons}); tokens p50 {percentile(lengths, 50):,} "
         f"p95 {percentile(lengths, 95):,} max {lengths[-1] if lengths else 0:,} -> {out}"
     )
+    return summary, kept
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -340,6 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     missing = [str(p) for p in inputs if not p.exists()]
     if missing:
         die(f"input not found: {', '.join(missing)}. Run sdg.py first, or name the files to trim")
+    if folders := [str(p) for p in inputs if p.is_dir()]:
+        die(f"{folders[0]} is a folder, not a file: name the JSONL files to trim, such as data/eli5.jsonl")
     for path in inputs:
         out = output_path(path, args.max_tokens)
         if problem := unwritable(
@@ -350,11 +354,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         counter = load_counter(args.tokenizer)
         log.info("settings: max_tokens=%d tokenizer=%s overflow=%s", args.max_tokens, counter.name, args.overflow)
+        empty = []
         for path in inputs:
-            print(trim_file(path, counter, args))
+            summary, kept = trim_file(path, counter, args)
+            print(summary)
+            empty += [] if kept else [str(path)]
     except InputError as e:
         die(str(e))
     log.info("done in %.1f s", time.monotonic() - started)
+    if empty:  # its output is written all the same, so no older trim of that input is left to be split
+        die(f"no row kept from {', '.join(empty)}: nothing to train on (the reasons are above)")
     return 0
 
 

@@ -44,12 +44,45 @@ def safe_filename(paper_id: str) -> str:
 # ----------------------------------------------------------------------------- reading
 
 
+def cannot_open(path: str | Path, error: OSError) -> str:
+    """Why a file to read could not be opened, in plain words."""
+    if isinstance(error, IsADirectoryError):
+        return f"{path} is a folder, not a file"
+    if isinstance(error, FileNotFoundError):
+        return f"{path} not found"
+    return f"cannot read {path} ({error.strerror or type(error).__name__})"
+
+
+def open_to_read(path: str | Path, fix: str = ""):
+    """The file opened in binary; a missing file, a folder or a refused read is an InputError saying `fix`."""
+    try:
+        return open(path, "rb")
+    except OSError as e:
+        raise InputError(cannot_open(path, e) + (f": {fix}" if fix else "")) from None
+
+
+def read_text(path: str | Path, fix: str = "") -> str:
+    """A whole UTF-8 file; a file that cannot be opened or is not text (a PDF given as papers.json) is an
+    InputError saying `fix`."""
+    with open_to_read(path, fix) as f:
+        data = f.read()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text (byte {e.start}){f'; {fix}' if fix else ''}") from None
+
+
 def iter_jsonl(path: str | Path, skip_torn_tail: bool = False) -> Iterator[tuple[int, dict | None, str | None]]:
     """Yield (line number, object, None) for good lines and (line number, None, reason) for bad ones. With
     skip_torn_tail, a last line without its newline (a kill mid-append) is left out instead of reported."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip() or (skip_torn_tail and not line.endswith("\n")):
+    with open_to_read(path, "name a JSONL file, one JSON object a line") as f:
+        for lineno, raw in enumerate(f, start=1):
+            if not raw.strip() or (skip_torn_tail and not raw.endswith(b"\n")):
+                continue
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield lineno, None, f"not UTF-8 text (byte {e.start} of the line)"
                 continue
             try:
                 obj = json.loads(line)
@@ -72,11 +105,9 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict]]:
 
 def read_json(path: str | Path, what: str, fix: str) -> object:
     """Load a whole JSON file, turning a missing or corrupt file into an InputError that says how to fix it."""
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"{path} not found: {fix}")
+    text = read_text(path, fix)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(text)
     except json.JSONDecodeError as e:
         raise InputError(f"{path}:{e.lineno}: {what} is not valid JSON ({e.msg}); {fix}") from None
 

@@ -14,6 +14,7 @@ from functools import cached_property
 from pathlib import Path
 
 from paper_personas.cli import InputError
+from paper_personas.files import read_text
 
 DEFAULT_FILE = Path(__file__).resolve().parent.parent / "personas.toml"
 NAME = re.compile(r"^[a-z][a-z0-9_]*$")  # persona and field names: file names, JSON keys and Python identifiers
@@ -142,9 +143,7 @@ def load_personas(path: str | Path | None = None) -> tuple[Persona, ...]:
     """The personas of a personas file, in file order; a mistake raises InputError naming the file and key."""
     path = Path(path or DEFAULT_FILE)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise InputError(f"{path} not found: pass --personas-file, or restore personas.toml from git") from None
+        raw = tomllib.loads(read_text(path, "pass --personas-file, or restore personas.toml from git"))
     except tomllib.TOMLDecodeError as e:
         raise InputError(f"{path}: not valid TOML ({e})") from None
     personas = tuple(_persona(name, table, f"{path}: [{name}]") for name, table in raw.items())

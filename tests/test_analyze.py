@@ -102,6 +102,9 @@ def test_each_persona_sees_exactly_its_training_prompt(smoke_run, tmp_path):
         (["--paper", "2401.00000", "--model", "mlx-community/Llama-3.2-3B-Instruct-4bit"], "was trained on"),
         (["--paper", "9999.99999"], "paper '9999.99999' is not in"),
         (["--id", "9999.99999"], "paperExtractor.py could not get the paper: arXiv has no paper with this id"),
+        # a file that is no PDF gets step 1's reason, naming the file the user gave
+        (["--pdf", str(ROOT / "README.md")], f"could not get the paper: not a PDF: {ROOT / 'README.md'} does not"),
+        (["--pdf", str(ROOT / "tests")], f"--pdf {ROOT / 'tests'} is a folder: give one PDF file"),
     ],
 )
 def test_clear_errors(smoke_run, extra, message):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT
-from helpers import AS_A_USER, PARAGRAPH, chat_row, tree_hashes, write_rows
+from helpers import AS_A_USER, PARAGRAPH, chat_row, run_script, tree_hashes, write_rows
 from pdfs import make_paper_pdf
 
 from paper_personas import files
@@ -92,3 +92,46 @@ def test_a_bad_jsonl_line_is_named_in_plain_words(tmp_path, line, reason):
     path = tmp_path / "rows.jsonl"
     path.write_text('{"ok": 1}\n' + line)  # the last line, as a kill leaves it: no newline
     assert list(files.iter_jsonl(path)) == [(1, {"ok": 1}, None), (2, None, reason)]
+
+
+# ----------------------------------------------------------------------------- every script names a file it cannot read
+
+
+def test_a_file_that_is_a_folder_or_not_text_is_named_in_plain_words(tmp_path):
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "paper.pdf").write_bytes(make_paper_pdf("A Paper", "Hash tables"))
+    with pytest.raises(files.InputError, match=r"folder is a folder, not a file: name a JSONL file"):
+        list(files.iter_jsonl(tmp_path / "folder"))
+    with pytest.raises(files.InputError, match=r"paper.pdf: not UTF-8 text \(byte \d+\); run step 1"):
+        files.read_json(tmp_path / "paper.pdf", "papers.json", "run step 1")
+    mixed = tmp_path / "rows.jsonl"
+    mixed.write_bytes(b'{"ok": 1}\n\xff\xfe{"x": 2}\n{"ok": 3}\n')
+    assert list(files.iter_jsonl(mixed)) == [
+        (1, {"ok": 1}, None),
+        (2, None, "not UTF-8 text (byte 0 of the line)"),
+        (3, {"ok": 3}, None),
+    ]
+
+
+@pytest.mark.parametrize(
+    "script, args, message",
+    [
+        ("sdg.py", ["--papers", "{folder}", "--dry-run"], "{folder} is a folder, not a file: run paperExtractor.py"),
+        ("sdg.py", ["--papers", "{pdf}", "--dry-run"], "{pdf}: not UTF-8 text (byte "),
+        ("sdg.py", ["--personas-file", "{folder}"], "{folder} is a folder, not a file: pass --personas-file"),
+        ("trim_jsonl.py", ["{folder}"], "{folder} is a folder, not a file: name the JSONL files to trim"),
+        ("split_data.py", ["{folder}"], "{folder} is a folder, not a file: name the trimmed JSONL files"),
+        ("analyze.py", ["--paper", "x", "--personas-file", "{pdf}"], "{pdf}: not UTF-8 text (byte "),
+        ("evaluate.py", ["--personas-file", "{folder}"], "{folder} is a folder, not a file: pass --personas-file"),
+        ("paperExtractor.py", ["--pdf-dir", "{folder}", "--out", "{pdf}"], "{pdf}: not UTF-8 text (byte "),
+    ],
+)
+def test_every_script_names_an_input_it_cannot_read_and_changes_nothing(tmp_path, script, args, message):
+    paths = {"folder": tmp_path / "folder", "pdf": tmp_path / "paper.pdf"}
+    paths["folder"].mkdir()
+    paths["pdf"].write_bytes(make_paper_pdf("A Paper", "Hash tables"))
+    before = tree_hashes(tmp_path)
+    result = run_script(script, *(a.format(**paths) for a in args), cwd=tmp_path, timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert message.format(**paths) in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert tree_hashes(tmp_path) == before

@@ -112,6 +112,21 @@ def test_skip_invalid_drops_and_counts_every_kind_of_bad_row(tmp_path, tiny_mode
     assert "1 kept (5 invalid)" in capsys.readouterr().out
 
 
+def test_a_file_with_no_row_kept_fails_and_leaves_no_older_trim_to_split(tmp_path, tiny_model):
+    src = write_rows(tmp_path / "eli5.jsonl", [bad for bad, _ in BAD_ROWS])
+    write_rows(tmp_path / "eli5_2048.jsonl", [chat_row("from an earlier run")])
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "trim_jsonl.py"), str(src), "--tokenizer", str(tiny_model), "--skip-invalid"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "0 kept (5 invalid)" in result.stdout
+    assert f"error: no row kept from {src}: nothing to train on" in result.stderr
+    assert read_rows(tmp_path / "eli5_2048.jsonl") == []  # the output mirrors its input, even when empty
+
+
 def test_rows_without_meta_are_trimmed_too(tmp_path, tiny_model):
     src = write_rows(tmp_path / "mine.jsonl", [chat_row("a question", paper_id=None)])
     assert trim_jsonl.main([str(src), "--tokenizer", str(tiny_model)]) == 0

@@ -45,17 +45,17 @@ def smoke_run(tmp_path_factory):
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=ROOT, capture_output=True, text=True
     ).stdout.split()
+    listed = [name for name in listed if (ROOT / name).is_file()]  # not a file deleted since the last commit
     for name in listed:
-        if (ROOT / name).is_file():
-            (clone / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, clone / name)
+        (clone / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, clone / name)
     (clone / ".venv").symlink_to(ROOT / ".venv")
     # The venv is this one, installed already: make must not judge it by the copies' modification times.
     installed = [f"--assume-old={p.relative_to(ROOT)}" for p in (ROOT / ".venv").glob(".installed-*")]
     made = subprocess.run(["make", *installed, "smoke"], cwd=clone, capture_output=True, text=True, timeout=900)
     assert made.returncode == 0, made.stdout[-3000:] + made.stderr[-3000:]
     work = clone / ".smoke"
-    return work, {**load_result(work), "clone": clone, "stdout": made.stdout}
+    return work, {**load_result(work), "clone": clone, "stdout": made.stdout, "copied": listed}
 
 
 @pytest.hookimpl(trylast=True)

@@ -97,10 +97,10 @@ def run_smoke(work: Path, personas_file: Path = DEFAULT_FILE) -> dict:
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    log: list[str] = [
-        f"BLAS: {use_fast_blas()}",
-        f"Each command ran in {shown_path(work)}/, so an output shown as data/ is {shown_path(work)}/data/.",
-    ]
+    # Every command runs at the repository's root with its paths into `work`, so the log shows each one as a
+    # user would type it there, and each output under the folder it really went to.
+    log: list[str] = [f"BLAS: {use_fast_blas()}"]
+    data = work / "data"
     py = sys.executable
     model = build_tiny_llama(work / "tiny-llama")
     papers = [
@@ -120,23 +120,30 @@ def run_smoke(work: Path, personas_file: Path = DEFAULT_FILE) -> dict:
                 arxiv.api_url,
                 "--api-delay",
                 "0",
+                "--out",
+                work / "papers.json",
+                "--papers-dir",
+                work / "papers",
             ],
-            work,
+            ROOT,
             log,
         )
     # The default teacher, Gemini, as a loopback server speaking its API (tests/fake_gemini.py) through the real
     # google-genai client. Not the tiny model as its own teacher: its noise is what the quality gate exists to
-    # refuse, and it does (tests/test_teachers.py); a real model as teacher is tests/test_real_model.py.
+    # refuse, and it does (tests/test_local_mlx.py); a real model as teacher is tests/test_real_model.py.
     with FakeGemini(api_key=SMOKE_KEY) as gemini:
         run(
-            [py, ROOT / "sdg.py", "--base-url", gemini.base_url, "--rpm", "0", "--tokenizer", model]
-            + ["--personas-file", personas_file],
-            work,
+            [py, ROOT / "sdg.py", "--papers", work / "papers.json", "--out-dir", data, "--base-url", gemini.base_url]
+            + ["--rpm", "0", "--tokenizer", model, "--personas-file", personas_file],
+            ROOT,
             log,
             env={"GEMINI_API_KEY": SMOKE_KEY},
         )
-    run([py, ROOT / "trim_jsonl.py", "--tokenizer", model, "--personas-file", personas_file], work, log)
-    run([py, ROOT / "split_data.py", "--personas-file", personas_file], work, log)
+    names = [persona.name for persona in load_personas(personas_file)]
+    trim = [data / f"{name}.jsonl" for name in names]
+    run([py, ROOT / "trim_jsonl.py", *trim, "--tokenizer", model, "--personas-file", personas_file], ROOT, log)
+    split = [data / f"{name}_2048.jsonl" for name in names]
+    run([py, ROOT / "split_data.py", *split, "--personas-file", personas_file], ROOT, log)
     result = {"log": log, "personas": {}}
     for persona in load_personas(personas_file):
         adapters = work / "adapters" / persona.name
@@ -152,7 +159,7 @@ def run_smoke(work: Path, personas_file: Path = DEFAULT_FILE) -> dict:
                 "--model",
                 model,
                 "--data",
-                f"data/{persona.name}_2048",
+                data / f"{persona.name}_2048",
                 "--adapter-path",
                 adapters,
                 "--num-layers",
@@ -166,7 +173,7 @@ def run_smoke(work: Path, personas_file: Path = DEFAULT_FILE) -> dict:
                 "--val-batches",
                 "2",
             ],
-            work,
+            ROOT,
             log,
             env={"WANDB_MODE": "offline"},
         )
@@ -185,7 +192,7 @@ def run_smoke(work: Path, personas_file: Path = DEFAULT_FILE) -> dict:
                 "--max-tokens",
                 "8",
             ],
-            work,
+            ROOT,
             log,
         )
         train_losses, val_losses = losses(train)
@@ -200,9 +207,9 @@ def run_smoke(work: Path, personas_file: Path = DEFAULT_FILE) -> dict:
         }
     started = time.monotonic()
     run(
-        [py, ROOT / "evaluate.py", "--model", model, "--adapters", work / "adapters", "--personas-file", personas_file]
-        + ["--out", work / "reports", "--max-tokens", "64"],
-        work,
+        [py, ROOT / "evaluate.py", "--model", model, "--adapters", work / "adapters", "--data", data]
+        + ["--personas-file", personas_file, "--out", work / "reports", "--max-tokens", "64"],
+        ROOT,
         log,
     )
     result["evaluate_seconds"] = time.monotonic() - started

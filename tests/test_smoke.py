@@ -1,8 +1,10 @@
 """The whole chain end to end, offline: 3 generated papers to 3 trained LoRA adapters on a tiny Llama."""
 
 import json
+import os
 import shlex
 import subprocess
+from pathlib import Path
 
 import pytest
 from conftest import ROOT
@@ -129,7 +131,12 @@ def test_the_readme_quick_start_works_as_written_on_a_fresh_copy(smoke):
     """`make smoke` ran in a fresh copy (the fixture); every command it then prints works there as printed,
     and the README tells a newcomer to run them, with the venv's Python."""
     work, result = smoke
-    printed = result["stdout"].split("Next, on what smoke made", 1)[1].splitlines()[1:]
+    # Each step's log names the command as typed at the root and the folder its output really went to
+    log, next_steps = result["stdout"].split("Next, on what smoke made", 1)
+    outputs = [line.rsplit(" -> ", 1)[1] for line in log.splitlines() if " -> " in line and "smoke:" not in line]
+    assert len(outputs) == 1 + 1 + 3 + 3 + 1 and all(f"{work}/" in path for path in outputs), outputs
+    assert "valid 5 rows / 1 paper;" in log  # not "1 papers"
+    printed = next_steps.splitlines()[1:]
     commands = [line.strip() for line in printed if line.startswith("  .venv/bin/python ")]
     assert [c.split()[1] for c in commands] == ["analyze.py", "evaluate.py"]
     for command in commands:
@@ -137,6 +144,15 @@ def test_the_readme_quick_start_works_as_written_on_a_fresh_copy(smoke):
         assert ran.returncode == 0 and "Traceback" not in ran.stderr, (command, ran.stderr[-2000:])
         assert ran.stdout.startswith("done: ") or "\ndone: " in ran.stdout, ran.stdout
     assert (work / "reports" / "2401.00001.md").exists() and (work / "reports" / "eval.md").exists()
+    # Smoke and the commands it printed wrote nothing outside .smoke/ (Python's bytecode caches aside)
+    clone = result["clone"]
+    files = {
+        str((Path(top) / name).relative_to(clone))
+        for top, dirs, names in os.walk(clone)
+        if Path(top).relative_to(clone).parts[:1] != (".smoke",) and "__pycache__" not in top
+        for name in names
+    }
+    assert files == set(result["copied"]), files ^ set(result["copied"])
     readme = (ROOT / "README.md").read_text()
     quick_start = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
     assert "make test" in quick_start and "make smoke" in quick_start and "source .venv/bin/activate" in quick_start

@@ -38,7 +38,15 @@ from pathlib import Path
 from pydantic import BaseModel, ValidationError
 
 from paper_personas.cli import InputError, counted, die, settings_from, setup_logging
-from paper_personas.files import dump_jsonl_line, iter_jsonl, read_json, repair_torn_tail, write_json, write_jsonl
+from paper_personas.files import (
+    dump_jsonl_line,
+    iter_jsonl,
+    read_json,
+    repair_torn_tail,
+    unwritable,
+    write_json,
+    write_jsonl,
+)
 from paper_personas.personas import DEFAULT_FILE as DEFAULT_PERSONAS_FILE
 from paper_personas.personas import Persona, answers_schema, load_personas, system_instruction
 from paper_personas.quality import answers_problem
@@ -688,6 +696,8 @@ def main(argv: list[str] | None = None) -> int:
             die(str(e))
         pending = [u for u in units if any(u.key not in done.get(p.name, ()) for p in personas)]
         dry_run(across_papers(pending, settings.limit), len(units) - len(pending), tokenizer, settings, personas)
+        if problem := unwritable(settings.out_dir, "--out-dir", folder=True):
+            print(f"  a real run would stop before its first request: {problem}")
         return 0
     if problem := teacher.key_problem(
         "or generate with a local model and no key: --teacher mlx --model PATH_OR_HF_ID; or use --dry-run"

@@ -99,3 +99,20 @@ def run_script(script: str, *args, cwd=None, env=None, timeout=600):
         stdin=subprocess.DEVNULL,
         env={**os.environ, **(env or {})},
     )
+
+
+def section_text(paper: int, section: int, sentences: int) -> str:
+    """Sentences that name their paper and section, so no two units of a test corpus share their text."""
+    return " ".join(f"Sentence {i} of section {section} in paper {paper}: {PARAGRAPH}" for i in range(sentences))
+
+
+def write_papers(path, papers=4, sections=5):
+    """papers.json as step 1 writes it: section 2 long enough to be cut in two chunks at the real 2,048-token
+    budget (30 sentences of about 70 tiny-Llama tokens against a chunk budget of 1,527), one section too short."""
+    records = []
+    for p in range(papers):
+        body = [{"heading": f"{s} Section", "text": section_text(p, s, 30 if s == 2 else 2)} for s in range(sections)]
+        body.append({"heading": "Tiny", "text": "Too short."})
+        records.append({"id": f"2401.{p:05d}", "title": f"Paper {p}", "sections": body})
+    path.write_text(json.dumps({"papers": records, "failures": []}))
+    return path

@@ -11,7 +11,7 @@ import time
 import pytest
 from conftest import ROOT
 from fake_gemini import FakeGemini, Faults
-from test_sdg import write_papers
+from helpers import write_papers
 
 import sdg
 

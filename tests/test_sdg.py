@@ -8,14 +8,11 @@ import time
 import pytest
 from conftest import ROOT
 from fake_gemini import FAULT_KINDS, QUALITY_FAULTS, FakeGemini, Faults
-from google.genai import errors
-from helpers import PARAGRAPH
-from tenacity import RetryCallState
+from helpers import run_script, write_papers
 
 import sdg
 from paper_personas import units
 from paper_personas.personas import load_personas
-from paper_personas.teachers import base, gemini
 from paper_personas.tokens import count_tokens, load_tokenizer
 
 KEY = "test-key-5f3a9c"  # must never appear in anything sdg.py writes
@@ -26,23 +23,6 @@ def tiny_model(tmp_path_factory):
     from tiny_model import build_tiny_llama
 
     return build_tiny_llama(tmp_path_factory.mktemp("tiny"))
-
-
-def section_text(paper: int, section: int, sentences: int) -> str:
-    """Sentences that name their paper and section, so no two units of a test corpus share their text."""
-    return " ".join(f"Sentence {i} of section {section} in paper {paper}: {PARAGRAPH}" for i in range(sentences))
-
-
-def write_papers(path, papers=4, sections=5):
-    """papers.json as step 1 writes it: section 2 long enough to be cut in two chunks at the real 2,048-token
-    budget (30 sentences of about 70 tiny-Llama tokens against a chunk budget of 1,527), one section too short."""
-    records = []
-    for p in range(papers):
-        body = [{"heading": f"{s} Section", "text": section_text(p, s, 30 if s == 2 else 2)} for s in range(sections)]
-        body.append({"heading": "Tiny", "text": "Too short."})
-        records.append({"id": f"2401.{p:05d}", "title": f"Paper {p}", "sections": body})
-    path.write_text(json.dumps({"papers": records, "failures": []}))
-    return path
 
 
 def sdg_args(tmp_path, fake, tiny_model, *extra):
@@ -244,6 +224,15 @@ def test_a_dry_run_writes_nothing_says_what_is_done_and_names_a_foreign_row(tmp_
     assert f"{eli5}:1: row without meta.key" in result.stderr and "Move the file aside" in result.stderr
 
 
+def test_a_dry_run_says_when_the_real_run_could_not_write_its_out_dir(tmp_path, tiny_model):
+    write_papers(tmp_path / "papers.json", papers=1)
+    (tmp_path / "data").write_text("a file where the rows' folder would go")
+    with FakeGemini(api_key=KEY) as fake:
+        result = run_sdg_cli(tmp_path, fake, tiny_model, "--dry-run")
+    assert result.returncode == 0 and "6 to generate" in result.stdout
+    assert f"a real run would stop before its first request: cannot write {tmp_path / 'data'}" in result.stdout
+
+
 def run_sdg_cli(tmp_path, fake, tiny_model, *extra):
     return subprocess.run(
         [sys.executable, str(ROOT / "sdg.py"), *sdg_args(tmp_path, fake, tiny_model, *extra)],
@@ -292,32 +281,6 @@ def test_user_errors_exit_nonzero_with_a_clear_message(tmp_path, tiny_model, env
     assert result.returncode == 1
     assert message in result.stderr and "Traceback" not in result.stderr
     assert (env_key or "") == "" or env_key not in result.stderr
-
-
-def test_retry_info_delay_is_read_from_a_real_429_error():
-    body = {
-        "error": {
-            "code": 429,
-            "status": "RESOURCE_EXHAUSTED",
-            "message": "quota",
-            "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "37s"}],
-        }
-    }
-    error = errors.ClientError(429, body)
-    assert gemini.error_facts(error).retry_delay_s == 37.0
-    assert gemini.is_retryable(error)
-    assert not gemini.is_retryable(errors.ClientError(404, {"error": {"code": 404}}))
-
-
-@pytest.mark.parametrize("asked, low, high", [("7s", 7.0, 8.0), ("86400s", 300.0, 301.0)])
-def test_retry_info_is_waited_out_up_to_a_cap(asked, low, high):
-    body = {
-        "error": {"code": 429, "details": [{"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": asked}]}
-    }
-    state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})
-    state.set_exception((errors.ClientError, errors.ClientError(429, body), None))
-    wait = base.wait_for(state, gemini.error_facts)
-    assert low <= wait <= high  # the delay asked for, plus up to 1 s of jitter; a day is capped at 5 minutes
 
 
 def test_chunks_split_at_paragraphs_and_fit_the_budget():
@@ -421,23 +384,6 @@ def test_a_spent_daily_quota_stops_at_once_with_what_was_spent_and_how_to_resume
     assert len((tmp_path / "data" / "eli5.jsonl").read_text().splitlines()) == 4  # what was paid for is kept
 
 
-def test_a_per_minute_429_waits_for_retry_info_and_a_bare_429_backs_off():
-    from fake_gemini import error_body, quota_body
-    from google.genai import errors
-
-    def wait(body):
-        state = RetryCallState(retry_object=None, fn=None, args=(), kwargs={})
-        state.set_exception((errors.ClientError, errors.ClientError(429, body), None))
-        return gemini.classify(state.outcome.exception()), base.wait_for(state, gemini.error_facts)
-
-    kind, waited = wait(quota_body("gemini-2.5-flash", per_day=False, delay_s=7))
-    assert kind == base.RETRYABLE and 7 <= waited <= 8  # RetryInfo's 7 s plus up to 1 s of jitter
-    kind, waited = wait(error_body(429, "RESOURCE_EXHAUSTED", "Resource has been exhausted (e.g. check quota)."))
-    assert kind == base.RETRYABLE and 0 <= waited <= 2  # first backoff: full jitter over 2 s
-    kind, _ = wait(quota_body("gemini-2.5-flash", per_day=True, delay_s=47))
-    assert kind == base.DAILY_QUOTA  # though it asks for only 47 s
-
-
 @pytest.mark.parametrize(
     "extra, message",
     [
@@ -462,13 +408,6 @@ def test_settings_the_api_would_reject_are_caught_before_any_request(tmp_path, t
         )
         assert fake.request_times == []
     assert result.returncode == 2 and message in result.stderr.replace("\n", " ")
-
-
-def test_the_server_rejects_a_thinking_budget_as_the_real_api_does():
-    from fake_gemini import thinking_problem
-
-    assert thinking_problem("gemini-2.5-pro", 0) == "Budget 0 is invalid. This model only works in thinking mode."
-    assert thinking_problem("gemini-2.5-flash", 0) is None and thinking_problem("gemini-2.5-pro", -1) is None
 
 
 def test_a_second_run_on_the_same_folder_exits_at_once(tmp_path, tiny_model):
@@ -622,3 +561,16 @@ def test_limit_takes_units_from_each_paper_in_turn():
     taken = units.across_papers(made, 5)
     assert [u.paper_id for u in taken] == ["p0", "p1", "p2", "p0", "p1"]  # not five of the first paper's
     assert units.across_papers(made, 0) == made
+
+
+@pytest.mark.parametrize(
+    "args, said",
+    [
+        (["--teacher", "openai", "--model", "m"], "--teacher openai needs --base-url"),
+        (["--teacher", "openai", "--base-url", "localhost:8000/v1", "--model", "m"], "is not an http(s) URL"),
+        (["--teacher", "mlx"], "--teacher mlx needs --model"),
+    ],
+)
+def test_teacher_settings_are_checked_before_anything_runs(tmp_path, args, said):
+    result = run_script("sdg.py", *args, "--papers", tmp_path / "missing.json")
+    assert result.returncode == 2 and said in result.stderr

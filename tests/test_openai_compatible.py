@@ -1,5 +1,6 @@
-"""Every teacher through the same step 2: the OpenAI-compatible one against a loopback server that answers as
-the real services do (and against the real mlx_lm.server), and the in-process mlx one on a tiny random Llama."""
+"""The OpenAI-compatible teacher (paper_personas/teachers/openai_compatible.py) through step 2: against a loopback
+server that answers as the real services do (tests/fake_openai.py), against the real mlx_lm.server, and against a
+server that is down."""
 
 import json
 import os
@@ -12,14 +13,13 @@ import time
 import urllib.request
 
 import pytest
-from conftest import ROOT
 from fake_openai import FakeOpenAI, OpenAIFaults
-from test_sdg import write_papers
+from helpers import run_script, write_papers
 
 import sdg
 from paper_personas.blas import preload_env
 from paper_personas.personas import answers_schema, load_personas
-from paper_personas.teachers import local_mlx, openai_compatible
+from paper_personas.teachers import openai_compatible
 
 KEY = "sk-test-8d2c"  # must never appear in anything sdg.py writes
 
@@ -51,14 +51,8 @@ def openai_args(tmp_path, base_url, tiny_model, *extra, model="teacher-1"):
     ]
 
 
-def run_script(args, env=None, timeout=300):
-    return subprocess.run(
-        [sys.executable, str(ROOT / "sdg.py"), *args],
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+def run_step2(args, env=None, timeout=300):
+    return run_script("sdg.py", *args, env=env, timeout=timeout)
 
 
 def rows(path):
@@ -100,7 +94,7 @@ def test_openai_errors_every_request_would_meet_stop_the_run_at_once(tmp_path, t
     write_papers(tmp_path / "papers.json", papers=4)
     with FakeOpenAI(faults, api_key=KEY) as fake:
         args = openai_args(tmp_path, fake.base_url, tiny_model, "--concurrency", "2", model=model)
-        result = run_script(args, env={"OPENAI_API_KEY": key})
+        result = run_step2(args, env={"OPENAI_API_KEY": key})
     assert result.returncode == 1 and said in result.stderr and "Traceback" not in result.stderr
     assert "is the server running at --base-url and serving --model?" in result.stderr
     assert len(fake.requests) <= 3  # the 2 in flight and at most one more: no retries, no other units
@@ -111,7 +105,7 @@ def test_a_request_over_the_servers_context_fails_alone_and_the_run_goes_on(tmp_
     stopped."""
     write_papers(tmp_path / "papers.json", papers=2)  # section 2 of each paper is cut in two long chunks
     with FakeOpenAI(OpenAIFaults(style="vllm", context_chars=2500), api_key=KEY) as fake:
-        result = run_script(openai_args(tmp_path, fake.base_url, tiny_model), {"OPENAI_API_KEY": KEY})
+        result = run_step2(openai_args(tmp_path, fake.base_url, tiny_model), {"OPENAI_API_KEY": KEY})
     failures = rows(tmp_path / "data" / "sdg_failures.jsonl")
     assert result.returncode == 0 and failures and {f["reason"] for f in failures} == {"api_error:400"}
     assert {f["section"] for f in failures} == {2}  # only chunks of the long section, one per paper
@@ -121,7 +115,7 @@ def test_a_request_over_the_servers_context_fails_alone_and_the_run_goes_on(tmp_
 def test_a_spent_openai_quota_stops_with_what_was_spent_and_keeps_the_rows(tmp_path, tiny_model):
     write_papers(tmp_path / "papers.json", papers=4)
     with FakeOpenAI(OpenAIFaults(quota_after=3), api_key=KEY) as fake:
-        result = run_script(
+        result = run_step2(
             openai_args(tmp_path, fake.base_url, tiny_model, "--concurrency", "1"), {"OPENAI_API_KEY": KEY}
         )
     assert result.returncode == 1 and "the quota is spent (insufficient_quota)" in result.stderr
@@ -132,7 +126,7 @@ def test_a_spent_openai_quota_stops_with_what_was_spent_and_keeps_the_rows(tmp_p
 def test_a_server_that_ignores_the_schema_is_recorded_unit_by_unit_and_the_run_fails(tmp_path, tiny_model):
     write_papers(tmp_path / "papers.json", papers=2)  # 12 units
     with FakeOpenAI(OpenAIFaults(free_text=1.0), api_key=KEY) as fake:
-        result = run_script(
+        result = run_step2(
             openai_args(tmp_path, fake.base_url, tiny_model, "--quality-attempts", "2"), {"OPENAI_API_KEY": KEY}
         )
     failures = rows(tmp_path / "data" / "sdg_failures.jsonl")
@@ -179,7 +173,7 @@ def test_the_real_mlx_lm_server_which_ignores_response_format_is_recorded_not_a_
         write_papers(tmp_path / "papers.json", papers=1)
         args = openai_args(tmp_path, f"http://127.0.0.1:{port}/v1", tiny_model, model=str(tiny_model))
         args += ["--max-output-tokens", "48", "--limit", "3", "--quality-attempts", "1"]
-        result = run_script(args)
+        result = run_step2(args)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
@@ -188,108 +182,6 @@ def test_the_real_mlx_lm_server_which_ignores_response_format_is_recorded_not_a_
     assert len(failures) == 3 and all(f["reason"] in ("max_tokens", "invalid_json:json_invalid") for f in failures)
     run = json.loads((tmp_path / "data" / "sdg_stats.json").read_text())["runs"][-1]
     assert run["teacher"] == "openai" and run["requests"] == 3 and run["candidates_tokens"] > 0
-
-
-# What the quality gate calls the random model's noise: degenerate, or in another writing system or language.
-NOISE_REASONS = {
-    "too_short",
-    "repetitive",
-    "identifier_slug",
-    "numbered_fragments",
-    "wrong_script",
-    "wrong_language",
-    "unreadable",
-}
-
-
-def test_mlx_teacher_gives_only_schema_valid_answers_from_a_random_model_and_the_gate_refuses_its_noise(
-    tmp_path, tiny_model
-):
-    """No key and no server: the tiny random Llama, constrained by llguidance, answers every unit with JSON the
-    schema accepts, eight sequences decoded together. What it writes is noise, and the gate writes none of it."""
-    write_papers(tmp_path / "papers.json", papers=3)  # 18 units
-    args = ["--teacher", "mlx", "--model", str(tiny_model), "--papers", str(tmp_path / "papers.json")]
-    args += ["--out-dir", str(tmp_path / "data"), "--tokenizer", str(tiny_model), "--max-output-tokens", "600"]
-    with pytest.raises(SystemExit, match="no unit succeeded"):
-        sdg.main([*args, "--quality-attempts", "1"])
-    data = tmp_path / "data"
-    run = json.loads((data / "sdg_stats.json").read_text())["runs"][-1]
-    assert run["teacher"] == "mlx" and run["cost_usd"] == 0 and run["requests"] == 18 and run["done"] == 0
-    assert sum(run["rejections_by_reason"].values()) == 18  # every answer parsed: no invalid_json, no max_tokens
-    assert set(run["rejections_by_reason"]) <= NOISE_REASONS, run["rejections_by_reason"]
-    assert all(not rows(data / f"{p}.jsonl") for p in ("eli5", "intuitive", "executive"))
-
-
-def test_the_grammar_bounds_every_field_so_the_answer_always_closes():
-    schema = answers_schema(load_personas()).model_json_schema()
-    grammar = local_mlx.lark_grammar(schema, string_max_tokens=77)
-    assert local_mlx.string_fields(schema) == 6 and grammar.count("[max_tokens=77]") == 6
-    assert '"\\"eli5\\":"' in grammar and "{39,}" in grammar  # keys in order, 40 characters at least
-    from llguidance import LLMatcher
-
-    assert LLMatcher.validate_grammar(LLMatcher.grammar_from_lark(grammar)) == ""
-    with pytest.raises(ValueError, match="cannot constrain a 'integer' field"):
-        local_mlx.lark_grammar({"type": "object", "properties": {"n": {"type": "integer"}}}, 10)
-
-
-def test_without_any_key_the_error_names_the_local_teacher(tmp_path, tiny_model):
-    write_papers(tmp_path / "papers.json", papers=1)
-    result = run_script(["--papers", str(tmp_path / "papers.json"), "--tokenizer", str(tiny_model)])
-    assert result.returncode == 1 and "--teacher mlx --model PATH_OR_HF_ID" in result.stderr
-
-
-@pytest.mark.parametrize(
-    "args, said",
-    [
-        (["--teacher", "openai", "--model", "m"], "--teacher openai needs --base-url"),
-        (["--teacher", "openai", "--base-url", "localhost:8000/v1", "--model", "m"], "is not an http(s) URL"),
-        (["--teacher", "mlx"], "--teacher mlx needs --model"),
-    ],
-)
-def test_teacher_settings_are_checked_before_anything_runs(tmp_path, args, said):
-    result = run_script([*args, "--papers", str(tmp_path / "missing.json")])
-    assert result.returncode == 2 and said in result.stderr
-
-
-def test_an_mlx_model_that_cannot_be_loaded_stops_the_run_with_the_reason(tmp_path, tiny_model):
-    write_papers(tmp_path / "papers.json", papers=1)
-    args = ["--teacher", "mlx", "--model", str(tmp_path / "no-such-model"), "--papers", str(tmp_path / "papers.json")]
-    result = run_script([*args, "--out-dir", str(tmp_path / "data"), "--tokenizer", str(tiny_model)])
-    assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert f"cannot load '{tmp_path / 'no-such-model'}' with mlx_lm" in result.stderr
-    assert "--model must be an mlx_lm model folder or Hugging Face id" in result.stderr
-
-
-def test_ctrl_c_stops_the_local_teacher_at_once_and_the_rerun_finishes_without_duplicates(tmp_path, tiny_model):
-    """The random model's units end as recorded failures (its noise never passes the gate): the bookkeeping under
-    Ctrl-C is the same, each unit recorded once, and the rerun tries again only what is not done."""
-    write_papers(tmp_path / "papers.json", papers=1)  # 6 units
-    args = ["--teacher", "mlx", "--model", str(tiny_model), "--papers", str(tmp_path / "papers.json")]
-    args += ["--out-dir", str(tmp_path / "data"), "--tokenizer", str(tiny_model), "--concurrency", "2"]
-    args += ["--quality-attempts", "1", "--max-output-tokens", "600"]
-    process = subprocess.Popen(
-        [sys.executable, str(ROOT / "sdg.py"), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    failures = tmp_path / "data" / "sdg_failures.jsonl"
-    deadline = time.monotonic() + 120
-    while not (failures.exists() and failures.read_text().count("\n") >= 1):
-        assert process.poll() is None and time.monotonic() < deadline, "no unit was finished"
-        time.sleep(0.05)
-    interrupted = time.monotonic()
-    process.send_signal(signal.SIGINT)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 1 and time.monotonic() - interrupted < 10 and "Traceback" not in stderr
-    assert "interrupted: finished units are saved" in stderr
-    ledger = json.loads((tmp_path / "data" / "sdg_stats.json").read_text())
-    assert ledger["runs"][-1]["outcome"] == "interrupted"
-    assert ledger["runs"][-1]["done"] + ledger["runs"][-1]["failed"] < 6
-    with pytest.raises(SystemExit, match="no unit succeeded"):
-        sdg.main(args)
-    recorded = [f["key"] for f in rows(failures)] + [r["meta"]["key"] for r in rows(tmp_path / "data" / "eli5.jsonl")]
-    assert len(recorded) == len(set(recorded)) == 6  # every unit once: written, or failed with its reason
-
-
-# ----------------------------------------------------------------------------- a server that is down
 
 
 class AcceptsOnce:
@@ -314,7 +206,7 @@ def test_a_teacher_server_that_is_down_stops_the_run_at_once_naming_the_url(tmp_
         s.bind(("127.0.0.1", 0))
         down = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
     started = time.monotonic()
-    result = run_script(openai_args(tmp_path, down, tiny_model))
+    result = run_step2(openai_args(tmp_path, down, tiny_model))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"cannot reach {down} (Connection refused)" in result.stderr and "Check --base-url" in result.stderr
     assert time.monotonic() - started < 60 and not (tmp_path / "data" / "eli5.jsonl").exists()
@@ -324,7 +216,7 @@ def test_a_teacher_server_that_goes_down_during_the_run_stops_it_after_a_few_att
     """Before: 105 requests over 144 s and "no unit succeeded". Now: 3 attempts per unit in flight, then stop."""
     write_papers(tmp_path / "papers.json", papers=2)
     server = AcceptsOnce()
-    result = run_script(openai_args(tmp_path, server.url, tiny_model, "--concurrency", "2"))
+    result = run_step2(openai_args(tmp_path, server.url, tiny_model, "--concurrency", "2"))
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert f"cannot reach openai at {server.url}" in result.stderr and "on 3 attempts in a row" in result.stderr
     ledger = json.loads((tmp_path / "data" / "sdg_stats.json").read_text())

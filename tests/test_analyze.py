@@ -1,4 +1,5 @@
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -9,7 +10,7 @@ import mlx_lm
 import pytest
 from conftest import ROOT
 from fake_arxiv import FakeArxiv
-from helpers import run_script
+from helpers import AS_A_USER, run_script, tree_hashes
 from mlx.utils import tree_flatten
 from pdfs import make_paper_pdf
 
@@ -156,6 +157,27 @@ def test_an_out_path_that_cannot_be_written_is_named_before_the_paper_is_fetched
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "cannot write a-file/r.md: a-file is a file, not a folder; pass --out another path" in result.stderr
     assert "fetching" not in result.stderr
+
+
+def test_an_out_folder_the_user_cannot_write_to_is_named_before_any_work(smoke_run, tmp_path):
+    """As a user without root would see it: capabilities dropped, so the folder's mode is obeyed."""
+    if not shutil.which("setpriv"):
+        pytest.skip("setpriv (util-linux) is needed to drop root's permission override")
+    work, _ = smoke_run
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    before = tree_hashes(work)
+    args = analyze_args(work, "--paper", "2401.00001", "--out", locked / "r.md")
+    result = subprocess.run(
+        [*AS_A_USER, sys.executable, str(ROOT / "analyze.py"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"cannot write to {locked}/ (Permission denied); pass --out another path" in result.stderr
+    assert "fetching" not in result.stderr and tree_hashes(work) == before and not any(locked.iterdir())
 
 
 def test_an_interrupted_analysis_keeps_its_answers_and_the_rerun_makes_only_the_rest(smoke_run, tmp_path):

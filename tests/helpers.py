@@ -86,12 +86,19 @@ def tree_hashes(folder: Path) -> dict[str, str]:
     }
 
 
-def run_script(script: str, *args, cwd=None, env=None, timeout=600):
+def run_script(script: str, *args, cwd=None, env=None, timeout=600, as_a_user=False):
     """One of the repository's scripts as a user runs it: a new process, no terminal on stdin (as in CI or a
-    pipe), stdout and stderr captured."""
+    pipe), stdout and stderr captured. as_a_user: without root's permission override (AS_A_USER), so a folder's
+    mode is obeyed; the test is skipped where setpriv is missing."""
+    import shutil
+
+    import pytest
+
+    if as_a_user and not shutil.which("setpriv"):
+        pytest.skip("setpriv (util-linux) is needed to drop root's permission override")
     root = Path(__file__).resolve().parent.parent
     return subprocess.run(
-        [sys.executable, str(root / script), *map(str, args)],
+        [*(AS_A_USER if as_a_user else []), sys.executable, str(root / script), *map(str, args)],
         capture_output=True,
         text=True,
         timeout=timeout,

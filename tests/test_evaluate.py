@@ -1,14 +1,10 @@
 import json
-import shutil
 import socket
-import subprocess
-import sys
 import time
 
 import pytest
-from conftest import ROOT
 from fake_gemini import FakeGemini, Faults
-from helpers import AS_A_USER, run_script, tree_hashes
+from helpers import run_script, tree_hashes
 
 import evaluate
 from evaluate import lead_first, length_ok, reading_grade, rouge_l
@@ -377,20 +373,14 @@ def test_mistakes_fail_before_any_generation_with_a_message_and_change_nothing(
 
 
 def test_an_unwritable_out_folder_is_named_before_any_work(smoke_run, tmp_path):
-    """As a user without root would see it: capabilities dropped, so the folder's mode is obeyed."""
-    if not shutil.which("setpriv"):
-        pytest.skip("setpriv (util-linux) is needed to drop root's permission override")
     work, _ = smoke_run
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o555)
-    result = subprocess.run(
-        [*AS_A_USER, sys.executable, str(ROOT / "evaluate.py"), *eval_args(work, locked / "reports")],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    before = tree_hashes(work)
+    result = run_script("evaluate.py", *eval_args(work, locked / "reports"), as_a_user=True)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"cannot write to {locked}/ (Permission denied); pass --out another path" in result.stderr
+    assert tree_hashes(work) == before and not any(locked.iterdir())
 
 
 def test_answers_are_kept_as_they_are_made_so_a_failed_run_resumes_without_generating_them_again(smoke_run, tmp_path):

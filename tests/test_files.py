@@ -1,14 +1,10 @@
 import json
 import os
-import shutil
 import stat
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT
-from helpers import AS_A_USER, PARAGRAPH, chat_row, run_script, tree_hashes, write_rows
+from helpers import PARAGRAPH, chat_row, run_script, tree_hashes, write_rows
 from pdfs import make_paper_pdf
 
 from paper_personas import files
@@ -63,18 +59,10 @@ def step_inputs(root: Path) -> dict[str, Path]:
     ],
 )
 def test_a_folder_the_user_cannot_write_to_is_named_before_any_work(tmp_path, script, args, path, flag):
-    if not shutil.which("setpriv"):
-        pytest.skip("setpriv (util-linux) is needed to drop root's permission override")
     folders = step_inputs(tmp_path)
     folders["locked"].chmod(0o555)
     before = tree_hashes(tmp_path)
-    result = subprocess.run(
-        [*AS_A_USER, sys.executable, str(ROOT / script), *(a.format(**folders) for a in args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        cwd=tmp_path,
-    )
+    result = run_script(script, *(a.format(**folders) for a in args), cwd=tmp_path, timeout=120, as_a_user=True)
     assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) <= 3, result.stderr
     assert f"cannot write to {path.format(**folders)}/ (Permission denied)" in result.stderr and flag in result.stderr

@@ -1,6 +1,5 @@
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -9,7 +8,7 @@ import time
 import pytest
 from conftest import ROOT
 from fake_gemini import FAULT_KINDS, QUALITY_FAULTS, FakeGemini, Faults
-from helpers import AS_A_USER, run_script, write_papers
+from helpers import run_script, write_papers
 
 import sdg
 from paper_personas import units
@@ -526,22 +525,12 @@ def test_an_unwritable_output_folder_says_so(tmp_path, tiny_model):
 
 
 def test_an_output_folder_the_user_cannot_write_to_is_named_before_any_request(tmp_path, tiny_model):
-    """As a user without root would see it: capabilities dropped, so the folder's mode is obeyed."""
-    if not shutil.which("setpriv"):
-        pytest.skip("setpriv (util-linux) is needed to drop root's permission override")
     write_papers(tmp_path / "papers.json", papers=1)
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o555)
     with FakeGemini(api_key=KEY) as fake:
         args = sdg_args(tmp_path, fake, tiny_model, "--out-dir", str(locked / "data"))
-        result = subprocess.run(
-            [*AS_A_USER, sys.executable, str(ROOT / "sdg.py"), *args],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            stdin=subprocess.DEVNULL,
-            env={**os.environ, "GEMINI_API_KEY": KEY},
-        )
+        result = run_script("sdg.py", *args, env={"GEMINI_API_KEY": KEY}, as_a_user=True)
         assert fake.request_times == []
     assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
     assert f"cannot write to {locked / 'data'}/ (Permission denied); pass --out-dir" in result.stderr

@@ -55,6 +55,12 @@ TRAIN_CMD = $(if $(HOSTS),$(abspath $(PY)) -m mlx_lm lora,$(VENV)/bin/mlx_lm.lor
 train: $(STAMP)
 	@echo "wandb: $(WANDB_MODE); personas: $(STYLES)"
 	@test -n "$(STYLES)" || { echo "error: no personas read from $(PERSONAS_FILE)"; exit 1; }
+	@# Before mlx_lm fetches the base model (gigabytes), which it does before it reads the data.
+	@for style in $(STYLES); do \
+	  test -s data/$${style}_2048/train.jsonl -a -s data/$${style}_2048/valid.jsonl || { \
+	    echo "error: data/$${style}_2048/ has no train.jsonl and valid.jsonl to train on: run steps 1-4 first" \
+	      "(make pipeline, or split_data.py)"; exit 1; }; \
+	done
 	@echo "BLAS: $$($(PY) -m paper_personas.blas --which)"
 	$(if $(HOSTS),$(PY) -m paper_personas.hosts $(HOSTS) adapter_config.json)
 	for style in $(STYLES); do \

@@ -514,6 +514,11 @@ def check_papers(data, path: Path) -> list[dict]:
     """papers.json's records, checked field by field; a damaged or foreign file names the paper and the field."""
     if not isinstance(data, dict) or not isinstance(data.get("papers"), list):
         raise InputError(f"{path}: expected {{'papers': [...]}} as paperExtractor.py writes it")
+    if not data["papers"]:  # a step 1 that failed, most likely: never a reason to set the persona files aside
+        failures = data.get("failures") if isinstance(data.get("failures"), list) else []
+        first = failures[0] if failures and isinstance(failures[0], dict) else {}
+        why = f" ({counted(len(failures), 'failure')} recorded, first {first.get('id')}: {first.get('reason')})"
+        raise InputError(f"{path} holds no papers{why if first else ''}; rerun paperExtractor.py, or pass --papers")
     for index, paper in enumerate(data["papers"]):
         name = paper.get("id") if isinstance(paper, dict) else None
         where = f"{path}: paper {name!r}" if isinstance(name, str) and name else f"{path}: papers[{index}]"

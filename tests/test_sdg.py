@@ -8,7 +8,7 @@ import time
 import pytest
 from conftest import ROOT
 from fake_gemini import FAULT_KINDS, QUALITY_FAULTS, FakeGemini, Faults
-from helpers import run_script, write_papers
+from helpers import run_script, tree_hashes, write_papers
 
 import sdg
 from paper_personas import units
@@ -513,6 +513,21 @@ def test_a_damaged_papers_json_names_the_paper_and_the_field(tmp_path, tiny_mode
     with FakeGemini(api_key=KEY) as fake:
         result = run_sdg(tmp_path, fake, tiny_model)
     assert result.returncode == 1 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_papers_json_with_no_papers_sets_no_row_aside(tmp_path, tiny_model):
+    """Step 1 failed (no network) and wrote its failures only: every row would look orphaned, so nothing runs."""
+    write_papers(tmp_path / "papers.json", papers=1)
+    with FakeGemini(api_key=KEY) as fake:
+        assert run_sdg(tmp_path, fake, tiny_model).returncode == 0
+        before = tree_hashes(tmp_path / "data")
+        reason = "cannot reach the arXiv API at https://export.arxiv.org/api/query (ConnectionError)"
+        failures = [{"id": "search:ids", "stage": "search", "reason": reason}]
+        (tmp_path / "papers.json").write_text(json.dumps({"papers": [], "failures": failures}))
+        result = run_sdg(tmp_path, fake, tiny_model)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"papers.json holds no papers (1 failure recorded, first search:ids: {reason})" in result.stderr
+    assert "rerun paperExtractor.py" in result.stderr and tree_hashes(tmp_path / "data") == before
 
 
 def test_an_unwritable_output_folder_says_so(tmp_path, tiny_model):

@@ -74,7 +74,6 @@ from paper_personas.teachers.base import (
     connection_failure,
     retrying,
 )
-from paper_personas.teachers.gemini import least_thinking_budget
 from paper_personas.tokens import MAX_TOKENS
 
 log = logging.getLogger("evaluate")
@@ -508,7 +507,7 @@ def prepare_judge(held_out: dict, personas, settings: Settings) -> Teacher | Non
     the user's yes to its estimated cost. None when the user declines (the report is made without it)."""
     model, base_url = TEACHERS[settings.judge].endpoint(settings.judge_model, settings.base_url)
     # Thinking off where the model allows it; gemini-2.5-pro must think, and its thoughts count as output.
-    thinking = least_thinking_budget(model) if settings.judge == "gemini" else 0
+    thinking = TEACHERS[settings.judge].least_thinking_budget(model)
     options = TeacherOptions(
         model=model,
         base_url=base_url,

@@ -193,6 +193,12 @@ class Teacher:
         from_env = os.environ.get(cls.base_url_env) if cls.base_url_env else None
         return model or cls.default_model, base_url or from_env
 
+    @classmethod
+    def least_thinking_budget(cls, model: str) -> int:
+        """The smallest thinking budget `model` accepts, for a caller with no --thinking-budget flag (evaluate.py's
+        judge): 0, thinking off, unless the model must think."""
+        return 0
+
     def problem(self) -> str | None:
         """A setting every request would be refused for, found before the first one; None when all is well."""
         return None

@@ -48,15 +48,6 @@ SETTINGS_PHRASES = (
 )
 
 
-def least_thinking_budget(model: str) -> int:
-    """The smallest thinking budget `model` accepts: 0 (thinking off) where it can be turned off, as for a judge
-    that answers with a few tokens; gemini-2.5-pro cannot."""
-    prefix = next((p for p in THINKING_BUDGETS if model.startswith(p)), None)
-    if prefix is None or THINKING_BUDGETS[prefix][2]:
-        return 0
-    return THINKING_BUDGETS[prefix][0]
-
-
 def settings_problem(model: str, thinking_budget: int, base_url: str | None) -> str | None:
     """What the API would reject on every request, checked before the first one; None when all is well."""
     if base_url and url_problem(base_url):
@@ -167,6 +158,14 @@ class GeminiTeacher(Teacher):
         "finished rows are kept."
     )
     quota_hint = "Rerun after the daily reset (midnight Pacific time), or use a paid key; it resumes."
+
+    @classmethod
+    def least_thinking_budget(cls, model: str) -> int:
+        """0 where thinking can be turned off; gemini-2.5-pro cannot, and takes at least 128."""
+        prefix = next((p for p in THINKING_BUDGETS if model.startswith(p)), None)
+        if prefix is None or THINKING_BUDGETS[prefix][2]:
+            return 0
+        return THINKING_BUDGETS[prefix][0]
 
     def __init__(self, options: TeacherOptions):
         super().__init__(options)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -9,6 +10,10 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import tiktoken
+
+# The repository, as conftest.py has it; not imported from there, since scripts and benches import these helpers
+# and conftest.py sets up the test session (it drops API keys from the environment).
+ROOT = Path(__file__).resolve().parent.parent
 
 PARAGRAPH = "Hash tables map each key to a slot. A lookup costs the same however many keys there are. "
 
@@ -90,15 +95,12 @@ def run_script(script: str, *args, cwd=None, env=None, timeout=600, as_a_user=Fa
     """One of the repository's scripts as a user runs it: a new process, no terminal on stdin (as in CI or a
     pipe), stdout and stderr captured. as_a_user: without root's permission override (AS_A_USER), so a folder's
     mode is obeyed; the test is skipped where setpriv is missing."""
-    import shutil
-
-    import pytest
-
     if as_a_user and not shutil.which("setpriv"):
+        import pytest  # here: smoke.py and the benches import this module, and need no pytest
+
         pytest.skip("setpriv (util-linux) is needed to drop root's permission override")
-    root = Path(__file__).resolve().parent.parent
     return subprocess.run(
-        [*(AS_A_USER if as_a_user else []), sys.executable, str(root / script), *map(str, args)],
+        [*(AS_A_USER if as_a_user else []), sys.executable, str(ROOT / script), *map(str, args)],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -106,6 +108,14 @@ def run_script(script: str, *args, cwd=None, env=None, timeout=600, as_a_user=Fa
         stdin=subprocess.DEVNULL,
         env={**os.environ, **(env or {})},
     )
+
+
+def run_make(target: str, copy: Path, timeout: float) -> subprocess.CompletedProcess:
+    """`make target` in `copy`, a copy of (part of) the repository, sharing this venv: linked in, and taken as
+    installed, since make would judge it by the copied requirements' modification times and rebuild it."""
+    (copy / ".venv").symlink_to(ROOT / ".venv")
+    installed = [f"--assume-old={p.relative_to(ROOT)}" for p in (ROOT / ".venv").glob(".installed-*")]
+    return subprocess.run(["make", *installed, target], cwd=copy, capture_output=True, text=True, timeout=timeout)
 
 
 def section_text(paper: int, section: int, sentences: int) -> str:

@@ -28,7 +28,9 @@ from pdfs import make_paper_pdf  # noqa: E402
 from tiny_model import build_tiny_llama  # noqa: E402
 
 from paper_personas.blas import preload_env, use_fast_blas  # noqa: E402
+from paper_personas.files import split_dir, trimmed_path  # noqa: E402
 from paper_personas.personas import DEFAULT_FILE, load_personas  # noqa: E402
+from paper_personas.tokens import MAX_TOKENS  # noqa: E402
 
 TOPICS = [
     ("Fast Hash Tables for Everyone", "Hash tables"),
@@ -139,13 +141,13 @@ def run_smoke(work: Path, personas_file: Path = DEFAULT_FILE) -> dict:
             log,
             env={"GEMINI_API_KEY": SMOKE_KEY},
         )
-    names = [persona.name for persona in load_personas(personas_file)]
-    trim = [data / f"{name}.jsonl" for name in names]
+    personas = load_personas(personas_file)
+    trim = [data / f"{persona.name}.jsonl" for persona in personas]
     run([py, ROOT / "trim_jsonl.py", *trim, "--tokenizer", model, "--personas-file", personas_file], ROOT, log)
-    split = [data / f"{name}_2048.jsonl" for name in names]
+    split = [trimmed_path(data, persona.name, MAX_TOKENS) for persona in personas]
     run([py, ROOT / "split_data.py", *split, "--personas-file", personas_file], ROOT, log)
     result = {"log": log, "personas": {}}
-    for persona in load_personas(personas_file):
+    for persona in personas:
         adapters = work / "adapters" / persona.name
         # The repository's config as is; only what a 2-layer random model on a CPU needs differs.
         train = run(
@@ -159,7 +161,7 @@ def run_smoke(work: Path, personas_file: Path = DEFAULT_FILE) -> dict:
                 "--model",
                 model,
                 "--data",
-                data / f"{persona.name}_2048",
+                split_dir(data, persona.name, MAX_TOKENS),
                 "--adapter-path",
                 adapters,
                 "--num-layers",

@@ -3,6 +3,7 @@
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -108,6 +109,14 @@ def run_script(script: str, *args, cwd=None, env=None, timeout=600, as_a_user=Fa
         stdin=subprocess.DEVNULL,
         env={**os.environ, **(env or {})},
     )
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on once this returns (the socket that found it is closed): where to
+    start a server, or an address that refuses connections."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def run_make(target: str, copy: Path, timeout: float) -> subprocess.CompletedProcess:

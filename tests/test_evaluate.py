@@ -1,10 +1,9 @@
 import json
-import socket
 import time
 
 import pytest
 from fake_gemini import FakeGemini, Faults
-from helpers import run_script, tree_hashes
+from helpers import free_port, run_script, tree_hashes
 
 import evaluate
 from evaluate import lead_first, length_ok, reading_grade, rouge_l
@@ -334,9 +333,7 @@ def run_evaluate(*args, cwd=None):
 
 
 def closed_port_url() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}/v1"  # nothing listens once the socket is closed
+    return f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
 
 
 @pytest.mark.parametrize(

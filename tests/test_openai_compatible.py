@@ -14,7 +14,7 @@ import urllib.request
 
 import pytest
 from fake_openai import FakeOpenAI, OpenAIFaults
-from helpers import run_script, write_papers
+from helpers import free_port, run_script, write_papers
 
 import sdg
 from paper_personas.blas import preload_env
@@ -143,12 +143,6 @@ def test_openai_requests_carry_a_strict_json_schema():
     assert eli5["required"] == ["analogy", "explanation"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_the_real_mlx_lm_server_which_ignores_response_format_is_recorded_not_a_crash(tmp_path, tiny_model):
     """mlx_lm.server speaks the OpenAI protocol but silently drops response_format: a random model answers noise,
@@ -202,9 +196,7 @@ class AcceptsOnce:
 
 def test_a_teacher_server_that_is_down_stops_the_run_at_once_naming_the_url(tmp_path, tiny_model):
     write_papers(tmp_path / "papers.json", papers=2)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        down = f"http://127.0.0.1:{s.getsockname()[1]}/v1"
+    down = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
     started = time.monotonic()
     result = run_step2(openai_args(tmp_path, down, tiny_model))
     assert result.returncode == 1 and "Traceback" not in result.stderr

@@ -1,7 +1,6 @@
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -10,6 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 from fake_arxiv import FakeArxiv, FakePaper
+from helpers import free_port
 from pdfs import CORRUPT_PDF, make_encrypted_pdf, make_paper_pdf
 
 import paperExtractor
@@ -216,12 +216,6 @@ def run_cli(*args, cwd):
     return subprocess.run(
         [sys.executable, str(ROOT / "paperExtractor.py"), *args], cwd=cwd, capture_output=True, text=True, timeout=120
     )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT
-from helpers import run_script
+from helpers import free_port, run_script
 from pdfs import make_encrypted_pdf, make_paper_pdf
 
 import paperExtractor
@@ -173,8 +173,6 @@ def test_without_ray_or_a_cluster_the_message_says_what_to_do(tmp_path, monkeypa
 @pytest.fixture
 def ray_head(tmp_path):
     """A one-node Ray cluster as `ray start --head` makes it (token authentication on), bound to loopback."""
-    from test_paperExtractor import free_port
-
     port = free_port()
     env = {**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "token"}
     head = subprocess.Popen(

@@ -161,7 +161,9 @@ def extractions(jobs: Iterable[Job], address: str, workers: int, timeout: float)
                 running[task.remote(*args)] = (job, time.monotonic() + timeout)
             if not running:
                 return
-            ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+            # Never past the earliest deadline: a result that comes in after it is a timeout, as in the pool.
+            earliest = min(deadline for _, deadline in running.values())
+            ready, _ = ray.wait(list(running), num_returns=1, timeout=max(0.0, min(1.0, earliest - time.monotonic())))
             for ref in ready:
                 job, _ = running.pop(ref)
                 try:

@@ -39,33 +39,47 @@ pipeline: $(STAMP)
 	$(PY) trim_jsonl.py --personas-file $(PERSONAS_FILE)
 	$(PY) split_data.py --personas-file $(PERSONAS_FILE)
 
-# Without `wandb login` (a key in ~/.netrc) or WANDB_API_KEY, wandb.init would stop training: log offline instead.
+# Without `wandb login` (a key in ~/.netrc) or WANDB_API_KEY, wandb.init would stop training: log offline instead
+# (runs are kept in adapters/{persona}/wandb/; `wandb sync` uploads them later).
 WANDB_MODE ?= $(if $(or $(WANDB_API_KEY),$(shell grep -s -l api.wandb.ai $${NETRC:-$$HOME/.netrc})),online,offline)
 export WANDB_MODE
 
-# Step 5: one LoRA adapter per persona, with adapter_config.json. HOSTS=hosts.json trains data-parallel on the
-# machines it lists (mlx.launch, ring backend; the README says how to write it); TRAIN_ARGS adds mlx_lm flags.
+# Step 5: one LoRA adapter per persona, trained by mlx_lm.lora with CONFIG (adapter_config.json, the 3B recipe;
+# configs/smollm2-135m.json is the small-model CPU recipe). MODEL=... overrides the config's base model (a local
+# folder or a Hugging Face id); the data read is data/{persona}_N/, N being the config's max_seq_length. The
+# checkpoint with the lowest validation loss is kept (paper_personas/training.py); PATIENCE=N stops a run after N
+# evaluations without improvement. HOSTS=hosts.json trains data-parallel on the machines it lists (mlx.launch,
+# ring backend; docs/training.md says how to write it); TRAIN_ARGS adds mlx_lm flags.
+CONFIG ?= adapter_config.json
+MODEL ?=
+PATIENCE ?= 0
 HOSTS ?=
 TRAIN_ARGS ?=
-# OpenBLAS for mlx on Linux (paper_personas/blas.py); empty elsewhere. Expanded when used: after the venv exists.
+# Read when used (after the venv exists): the config's budget and base model.
+BUDGET = $(shell $(PY) -c 'import json, sys; print(json.load(open(sys.argv[1]))["max_seq_length"])' $(CONFIG))
+BASE = $(or $(MODEL),$(shell $(PY) -c 'import json, sys; print(json.load(open(sys.argv[1]))["model"])' $(CONFIG)))
+# OpenBLAS for mlx on Linux (paper_personas/blas.py); empty elsewhere, or where this CPU cannot run it.
 PRELOAD = $(shell $(PY) -m paper_personas.blas)
 LAUNCH = $(if $(HOSTS),$(VENV)/bin/mlx.launch --hostfile $(HOSTS) --backend ring --cwd $(CURDIR) \
   --env LD_PRELOAD=$(PRELOAD) --env WANDB_MODE=$(WANDB_MODE) --)
 TRAIN_CMD = $(if $(HOSTS),$(abspath $(PY)) -m mlx_lm lora,$(VENV)/bin/mlx_lm.lora)
 train: $(STAMP)
-	@echo "wandb: $(WANDB_MODE); personas: $(STYLES)"
+	@test -f "$(CONFIG)" || { echo "error: CONFIG=$(CONFIG) not found: adapter_config.json or configs/*.json"; exit 1; }
+	@echo "config: $(CONFIG); base model: $(BASE); data: data/{persona}_$(BUDGET)/; wandb: $(WANDB_MODE); personas: $(STYLES)"
 	@test -n "$(STYLES)" || { echo "error: no personas read from $(PERSONAS_FILE)"; exit 1; }
 	@# Before mlx_lm fetches the base model (gigabytes), which it does before it reads the data.
 	@for style in $(STYLES); do \
-	  test -s data/$${style}_2048/train.jsonl -a -s data/$${style}_2048/valid.jsonl || { \
-	    echo "error: data/$${style}_2048/ has no train.jsonl and valid.jsonl to train on: run steps 1-4 first" \
-	      "(make pipeline, or split_data.py)"; exit 1; }; \
+	  test -s data/$${style}_$(BUDGET)/train.jsonl -a -s data/$${style}_$(BUDGET)/valid.jsonl || { \
+	    echo "error: data/$${style}_$(BUDGET)/ has no train.jsonl and valid.jsonl to train on: run steps 1-4 first" \
+	      "(make pipeline, or trim_jsonl.py and split_data.py with --max-seq-length $(BUDGET))"; exit 1; }; \
 	done
+	@$(PY) -m paper_personas.training --check-model "$(BASE)"
 	@echo "BLAS: $$($(PY) -m paper_personas.blas --which)"
-	$(if $(HOSTS),$(PY) -m paper_personas.hosts $(HOSTS) adapter_config.json)
+	$(if $(HOSTS),$(PY) -m paper_personas.hosts $(HOSTS) $(CONFIG))
 	for style in $(STYLES); do \
-	  LD_PRELOAD="$(PRELOAD)" $(LAUNCH) $(TRAIN_CMD) --config adapter_config.json \
-	    --data data/$${style}_2048 --adapter-path adapters/$$style $(TRAIN_ARGS) || exit 1; \
+	  $(PY) -m paper_personas.training --adapter-path adapters/$$style --patience $(PATIENCE) -- \
+	    $(LAUNCH) $(TRAIN_CMD) --config $(CONFIG) --model "$(BASE)" \
+	    --data data/$${style}_$(BUDGET) --adapter-path adapters/$$style $(TRAIN_ARGS) || exit 1; \
 	done
 
 # Benchmarks write the tables that BENCHMARKS.md quotes; they take several minutes each.

@@ -41,6 +41,7 @@ import logging
 import re
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -245,7 +246,7 @@ def flagged(scored: dict) -> list[str]:
 def mean_ci(values: list[float], seed: int) -> dict:
     """Mean, 95% percentile bootstrap interval (scipy) and n; a single value or a constant has a zero-width one."""
     import numpy as np
-    from scipy.stats import bootstrap
+    from scipy.stats import DegenerateDataWarning, bootstrap
 
     n = len(values)
     if n == 0:
@@ -253,20 +254,20 @@ def mean_ci(values: list[float], seed: int) -> dict:
     mean = float(np.mean(values))
     if n < 2 or min(values) == max(values):
         return {"mean": mean, "low": mean, "high": mean, "n": n}
-    result = bootstrap(
-        (np.asarray(values, dtype=float),),
-        np.mean,
-        n_resamples=BOOTSTRAP_RESAMPLES,
-        confidence_level=0.95,
-        method="percentile",
-        random_state=np.random.default_rng(seed),
-    )
-    return {
-        "mean": mean,
-        "low": float(result.confidence_interval.low),
-        "high": float(result.confidence_interval.high),
-        "n": n,
-    }
+    with warnings.catch_warnings():  # nearly constant values: scipy warns, and the interval is the mean itself
+        warnings.simplefilter("ignore", DegenerateDataWarning)
+        result = bootstrap(
+            (np.asarray(values, dtype=float),),
+            np.mean,
+            n_resamples=BOOTSTRAP_RESAMPLES,
+            confidence_level=0.95,
+            method="percentile",
+            random_state=np.random.default_rng(seed),
+        )
+    low, high = float(result.confidence_interval.low), float(result.confidence_interval.high)
+    if not (np.isfinite(low) and np.isfinite(high)):
+        low = high = mean
+    return {"mean": mean, "low": low, "high": high, "n": n}
 
 
 def summarise(per_answer: list[dict], seed: int) -> dict[str, dict]:

@@ -3,6 +3,7 @@ shown without a traceback, and logging to stderr."""
 
 import dataclasses
 import logging
+import os
 import sys
 
 
@@ -33,6 +34,9 @@ def setup_logging(verbose: bool = False) -> None:
         datefmt="%H:%M:%S",
         stream=sys.stderr,
     )
+    # transformers warns "Token indices sequence length is longer than the specified maximum" for every long
+    # section it counts: counting long texts is the point here. Set before transformers configures its logger.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     # One INFO line per HTTP request; google-genai sends through httpx2, a fork with a logger of its own.
     # absl: rouge_score logs "Using default tokenizer." once per scorer it builds.
     for noisy in ("httpx", "httpx2", "google_genai", "google_genai.models", "arxiv", "absl"):

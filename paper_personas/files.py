@@ -198,6 +198,21 @@ def write_jsonl(path: str | Path, rows: Iterable[dict]) -> int:
     return n
 
 
+def safetensors_complete(path: Path) -> bool:
+    """A safetensors file as long as its header says: one cut short (a kill mid-write, a full disk the writer did
+    not report) is not taken for weights."""
+    import struct
+
+    try:
+        with Path(path).open("rb") as f:
+            (header_len,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(header_len))
+    except (OSError, struct.error, ValueError):
+        return False
+    data = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+    return Path(path).stat().st_size == 8 + header_len + data
+
+
 def write_json(path: str | Path, obj: object) -> None:
     with atomic_writer(path) as f:
         json.dump(obj, f, ensure_ascii=False, indent=1)

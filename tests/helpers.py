@@ -121,10 +121,13 @@ def free_port() -> int:
 
 def run_make(target: str, copy: Path, timeout: float) -> subprocess.CompletedProcess:
     """`make target` in `copy`, a copy of (part of) the repository, sharing this venv: linked in, and taken as
-    installed, since make would judge it by the copied requirements' modification times and rebuild it."""
+    installed, since make would judge it by the copied requirements' modification times and rebuild it. `target`
+    is what follows `make` as a user types it ("train CONFIG=configs/x.json")."""
     (copy / ".venv").symlink_to(ROOT / ".venv")
     installed = [f"--assume-old={p.relative_to(ROOT)}" for p in (ROOT / ".venv").glob(".installed-*")]
-    return subprocess.run(["make", *installed, target], cwd=copy, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        ["make", *installed, *target.split()], cwd=copy, capture_output=True, text=True, timeout=timeout
+    )
 
 
 def section_text(paper: int, section: int, sentences: int) -> str:

@@ -16,9 +16,11 @@ What the conversion undoes, as transformers' GGUF loader does:
 import importlib.util
 import json
 import os
-import struct
 import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # also run as a script, from tests/
+from paper_personas.files import safetensors_complete  # noqa: E402
 
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 CACHE = Path(__file__).resolve().parent.parent / ".cache" / "smollm2"
@@ -107,19 +109,6 @@ def write_tokenizer(reader, out: Path) -> dict:
     return ids
 
 
-def is_whole(weights: Path) -> bool:
-    """A safetensors file as long as its header says: a conversion cut short (killed, or a full disk that the
-    writer did not report) is not taken for a model."""
-    try:
-        with weights.open("rb") as f:
-            (header_len,) = struct.unpack("<Q", f.read(8))
-            header = json.loads(f.read(header_len))
-    except (OSError, struct.error, ValueError):
-        return False
-    data = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
-    return weights.stat().st_size == 8 + header_len + data
-
-
 def build_smollm2(out: str | Path) -> Path:
     """Write config.json, model.safetensors and the tokenizer files to `out` (skipped when already there and
     whole). A lock beside `out` makes concurrent builders (two pytest workers, a bench) convert it once."""
@@ -128,7 +117,7 @@ def build_smollm2(out: str | Path) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with FileLock(out.parent / f"{out.name}.lock"):
-        if not ((out / "config.json").exists() and is_whole(out / "model.safetensors")):
+        if not ((out / "config.json").exists() and safetensors_complete(out / "model.safetensors")):
             convert(out)
     return out
 
@@ -164,7 +153,7 @@ def convert(out: Path) -> None:
     }
     partial = out / f"model.partial-{os.getpid()}.safetensors"
     mx.save_safetensors(str(partial), {name: mx.array(array) for name, array in tensors.items()})
-    if not is_whole(partial):
+    if not safetensors_complete(partial):
         raise OSError(f"{partial}: written short (is the disk full?); delete it and run again")
     partial.rename(out / "model.safetensors")
     (out / "config.json").write_text(json.dumps(config, indent=1))

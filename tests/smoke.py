@@ -14,6 +14,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -27,7 +28,7 @@ from fake_gemini import FakeGemini  # noqa: E402
 from pdfs import make_paper_pdf  # noqa: E402
 from tiny_model import build_tiny_llama  # noqa: E402
 
-from paper_personas.blas import preload_env, use_fast_blas  # noqa: E402
+from paper_personas.blas import preload_env, signal_name, use_fast_blas  # noqa: E402
 from paper_personas.files import split_dir, trimmed_path  # noqa: E402
 from paper_personas.personas import DEFAULT_FILE, load_personas  # noqa: E402
 from paper_personas.tokens import MAX_TOKENS  # noqa: E402
@@ -39,20 +40,62 @@ TOPICS = [
 ]
 SMOKE_ITERS = 4
 SMOKE_KEY = "smoke-key-not-a-secret"  # the loopback Gemini's key; a real one is never needed here
+STEP_TIMEOUT_S = 600
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")  # colours and cursor moves: a log piped to a file is plain text
 
 
-def run(cmd: list[str], cwd: Path, log: list[str], env: dict | None = None) -> str:
-    """Run one pipeline command; stop with its output if it fails."""
-    started = time.monotonic()
-    result = subprocess.run(  # the mlx_lm commands get OpenBLAS preloaded, as `make train` runs them
-        cmd, cwd=cwd, env={**os.environ, **preload_env(), **(env or {})}, capture_output=True, text=True, timeout=600
-    )
-    output = result.stdout + result.stderr
+class StepFailed(Exception):
+    """A pipeline command that did not succeed; its message says which step, how it ended and what to try."""
+
+
+# What to try when a step dies of a signal, by signal.
+ADVICE = {
+    signal.SIGILL: "the CPU met an instruction it lacks, most likely in the BLAS (this run's: {blas}). Run again "
+    "on mlx's reference BLAS: PAPER_PERSONAS_BLAS=reference make smoke, and report your CPU (lscpu) with it",
+    signal.SIGKILL: "something killed it, often the kernel's out-of-memory killer (see dmesg); free memory and rerun",
+    signal.SIGSEGV: "it crashed in native code; rerun with PAPER_PERSONAS_BLAS=reference to rule out the BLAS",
+}
+
+
+def step_name(cmd: list) -> str:
+    """'sdg.py', 'mlx_lm lora': what a user would call the command."""
+    parts = [str(c) for c in cmd]
+    if parts[1:3] == ["-m", "paper_personas.training"]:
+        return "step 5 (mlx_lm lora)"
+    if parts[1:3] == ["-m", "mlx_lm"]:
+        return f"mlx_lm {parts[3]}"
+    return Path(parts[1]).name
+
+
+def how_it_ended(returncode: int) -> str:
+    return f"killed by {signal_name(-returncode)}" if returncode < 0 else f"exited {returncode}"
+
+
+def run(cmd: list, cwd: Path, log: list[str], env: dict | None = None) -> str:
+    """Run one pipeline command and show it as it finishes; raise StepFailed with its last output if it fails."""
+    started, name = time.monotonic(), step_name(cmd)
+    try:
+        result = subprocess.run(  # the mlx_lm commands get OpenBLAS preloaded, as `make train` runs them
+            [str(c) for c in cmd],
+            cwd=cwd,
+            env={**os.environ, **preload_env(), **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=STEP_TIMEOUT_S,
+        )
+    except subprocess.TimeoutExpired:
+        raise StepFailed(f"{name} did not finish in {STEP_TIMEOUT_S} s; is the machine busy?") from None
     shown = " ".join(shown_path(c) for c in cmd)
-    log.append(f"$ {shown}  ({time.monotonic() - started:.1f} s)\n{result.stdout.strip()}")
+    log.append(f"$ {shown}  ({time.monotonic() - started:.1f} s)\n{ANSI.sub('', result.stdout).strip()}")
+    print(log[-1] + "\n", flush=True)  # as each step ends: a long run is never silent
     if result.returncode != 0:
-        raise RuntimeError(f"{cmd[1:3]} exited {result.returncode}:\n{output[-3000:]}")
-    return output
+        output = ANSI.sub("", result.stdout + result.stderr).strip()
+        advice = ADVICE.get(-result.returncode, "its output is above")
+        raise StepFailed(
+            f"{name} {how_it_ended(result.returncode)}; {advice.format(blas=use_fast_blas())}.\n"
+            f"Its last output:\n{output[-3000:]}"
+        )
+    return result.stdout + result.stderr
 
 
 def shown_path(part) -> str:
@@ -77,9 +120,6 @@ def next_commands(work: Path) -> list[str]:
     ]
 
 
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
-
-
 def losses(output: str) -> tuple[list[float], list[float]]:
     """Train and validation losses from mlx_lm lora's report table: "  2   6.61   ..." and "  4   val 6.57"."""
     lines = ANSI.sub("", output).splitlines()
@@ -102,6 +142,7 @@ def run_smoke(work: Path, personas_file: Path = DEFAULT_FILE) -> dict:
     # Every command runs at the repository's root with its paths into `work`, so the log shows each one as a
     # user would type it there, and each output under the folder it really went to.
     log: list[str] = [f"BLAS: {use_fast_blas()}"]
+    print(log[0] + "\n", flush=True)
     data = work / "data"
     py = sys.executable
     model = build_tiny_llama(work / "tiny-llama")
@@ -150,31 +191,13 @@ def run_smoke(work: Path, personas_file: Path = DEFAULT_FILE) -> dict:
     for persona in personas:
         adapters = work / "adapters" / persona.name
         # The repository's config as is; only what a 2-layer random model on a CPU needs differs.
+        # As `make train` runs step 5: mlx_lm lora under paper_personas.training, which keeps the best checkpoint.
         train = run(
-            [
-                py,
-                "-m",
-                "mlx_lm",
-                "lora",
-                "--config",
-                ROOT / "adapter_config.json",
-                "--model",
-                model,
-                "--data",
-                split_dir(data, persona.name, MAX_TOKENS),
-                "--adapter-path",
-                adapters,
-                "--num-layers",
-                "2",
-                "--iters",
-                str(SMOKE_ITERS),
-                "--steps-per-eval",
-                str(SMOKE_ITERS),
-                "--steps-per-report",
-                "2",
-                "--val-batches",
-                "2",
-            ],
+            [py, "-m", "paper_personas.training", "--adapter-path", adapters, "--"]
+            + [py, "-m", "mlx_lm", "lora", "--config", ROOT / "adapter_config.json", "--model", model]
+            + ["--data", split_dir(data, persona.name, MAX_TOKENS), "--adapter-path", adapters, "--num-layers", "2"]
+            + ["--iters", str(SMOKE_ITERS), "--steps-per-eval", str(SMOKE_ITERS), "--save-every", str(SMOKE_ITERS)]
+            + ["--steps-per-report", "2", "--val-batches", "2"],
             ROOT,
             log,
             env={"WANDB_MODE": "offline"},
@@ -234,6 +257,8 @@ def problems(result: dict) -> list[str]:
     for persona, r in result["personas"].items():
         if not r["adapter"].exists():
             found.append(f"{persona}: no {r['adapter']}")
+        if not r["adapter"].with_name("best.json").exists():
+            found.append(f"{persona}: no best.json beside the adapter (the kept checkpoint is not recorded)")
         if not r["wandb_runs"]:
             found.append(f"{persona}: no offline wandb run folder")
         if not r["train_losses"] or not r["val_losses"]:
@@ -250,8 +275,11 @@ def problems(result: dict) -> list[str]:
 def main() -> int:
     work = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT / ".smoke"
     started = time.monotonic()
-    result = run_smoke(work)
-    print("\n\n".join(result["log"]))
+    try:
+        result = run_smoke(work)
+    except StepFailed as e:
+        print(f"smoke: stopped after {time.monotonic() - started:.0f} s: {e}", file=sys.stderr)
+        return 1
     missing = problems(result)
     summary = {
         p: {"train_loss": r["train_losses"][-1:], "val_loss": r["val_losses"][-1:]}

@@ -129,25 +129,37 @@ def training_rows(n: int, seed: int) -> list[dict]:
     return rows
 
 
+def train_command(real_model, data, adapters, *flags) -> list[str]:
+    """Step 5 as `make train` runs it: paper_personas.training around mlx_lm lora, with the repository's config
+    and what a 135M model on a CPU in a test needs changed: 4 layers, batch 1, short rows, no wandb (the smoke run
+    tests it; here its start-up would cost more than training)."""
+    return [
+        *(sys.executable, "-m", "paper_personas.training", "--adapter-path", str(adapters), *flags, "--"),
+        *(sys.executable, "-m", "mlx_lm", "lora", "--config", str(ROOT / "adapter_config.json")),
+        *("--model", str(real_model), "--data", str(data), "--adapter-path", str(adapters), "--num-layers", "4"),
+        *("--max-seq-length", "512", "--steps-per-report", "2", "--val-batches", "2", "--batch-size", "1"),
+        *("--report-to", ""),
+    ]
+
+
+def run_training(command: list[str]) -> subprocess.CompletedProcess:
+    from paper_personas.blas import preload_env
+
+    return subprocess.run(
+        command, capture_output=True, text=True, timeout=600, cwd=ROOT, env={**os.environ, **preload_env()}
+    )
+
+
 @pytest.fixture(scope="module")
 def trained(real_model, tmp_path_factory):
-    """A LoRA adapter trained 6 steps on ELI5 rows, with the repository's config and what a 135M model on a CPU
-    in a test needs changed: 4 layers, lr 2e-4 (1e-5 moved nothing in 20 steps, issue 22), batch 1, short rows."""
+    """A LoRA adapter trained 6 steps on ELI5 rows at lr 2e-4 (1e-5 moved nothing in 20 steps, issue 22),
+    evaluated and saved every 2 steps."""
     work = tmp_path_factory.mktemp("train")
     write_rows(work / "data" / "train.jsonl", training_rows(12, seed=0))
     write_rows(work / "data" / "valid.jsonl", training_rows(2, seed=1))
-    from paper_personas.blas import preload_env
-
-    result = subprocess.run(
-        [sys.executable, "-m", "mlx_lm", "lora", "--config", str(ROOT / "adapter_config.json"), "--model"]
-        + [str(real_model), "--data", str(work / "data"), "--adapter-path", str(work / "adapters" / "eli5")]
-        + ["--iters", "6", "--learning-rate", "2e-4", "--num-layers", "4", "--max-seq-length", "512"]
-        + ["--steps-per-eval", "6", "--steps-per-report", "3", "--val-batches", "2", "--batch-size", "1"]
-        + ["--report-to", ""],  # wandb is tested by the smoke run; here its start-up would cost more than training
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, **preload_env(), "WANDB_MODE": "offline"},
+    command = train_command(real_model, work / "data", work / "adapters" / "eli5")
+    result = run_training(
+        command + ["--iters", "6", "--learning-rate", "2e-4", "--steps-per-eval", "2", "--save-every", "2"]
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     return work, result.stdout + result.stderr
@@ -158,7 +170,44 @@ def test_a_short_training_run_lowers_the_validation_loss(trained):
 
     _, output = trained
     _, val = losses(output)
-    assert len(val) == 2 and val[1] < val[0] - 0.1, val  # before step 1 and after step 6
+    assert len(val) == 4 and val[-1] < val[0] - 0.1, val  # before step 1, then after steps 1, 3 and 5
+
+
+def test_the_checkpoint_with_the_lowest_validation_loss_is_kept_and_recorded(trained):
+    from safetensors.numpy import load_file
+
+    work, output = trained
+    folder = work / "adapters" / "eli5"
+    best = json.loads((folder / "best.json").read_text())
+    measured = {int(k): v for k, v in best["val_loss_by_step"].items()}
+    assert sorted(measured) == [2, 4, 6] and best["last_step"] == 6 and not best["stopped_early"]
+    assert best["val_loss"] == min(measured.values()) and measured[best["step"]] == best["val_loss"]
+    kept, chosen = (
+        load_file(folder / "adapters.safetensors"),
+        load_file(folder / f"{best['step']:07d}_adapters.safetensors"),
+    )
+    assert kept.keys() == chosen.keys() and all((kept[k] == chosen[k]).all() for k in kept)
+    last = load_file(folder / "last_adapters.safetensors")
+    assert all((last[k] == load_file(folder / "0000006_adapters.safetensors")[k]).all() for k in last)
+    # mlx_lm's own reports: the loss before training, and after 1, 3 and 5 steps
+    assert sorted(int(k) for k in best["reported_by_mlx_lm"]) == [0, 1, 3, 5] and best["training_tokens_per_s"]
+    assert f"kept step {best['step']} of 6" in output
+
+
+def test_patience_stops_a_run_that_no_longer_improves_and_keeps_the_earliest_best(real_model, tmp_path):
+    """At learning rate 0 the weights never move, so every validation loss equals the first: with patience 2
+    the run stops at its second evaluation after the first, long before its 40 steps."""
+    write_rows(tmp_path / "data" / "train.jsonl", training_rows(6, seed=0))
+    write_rows(tmp_path / "data" / "valid.jsonl", training_rows(2, seed=1))
+    folder = tmp_path / "adapters" / "eli5"
+    command = train_command(real_model, tmp_path / "data", folder, "--patience", "2")
+    result = run_training(
+        command + ["--iters", "40", "--learning-rate", "0", "--steps-per-eval", "2", "--save-every", "2"]
+    )
+    assert result.returncode == 0 and "Traceback" not in result.stdout + result.stderr, result.stdout[-3000:]
+    best = json.loads((folder / "best.json").read_text())
+    assert best["stopped_early"] and best["last_step"] < 40 and best["step"] == 2, best
+    assert "early stop: 2 evaluations without a lower validation loss" in result.stdout
 
 
 def test_evaluate_and_analyze_answer_in_real_words_with_the_trained_adapter(real_model, eli5_only, trained, tmp_path):
@@ -238,11 +287,11 @@ def test_trim_counts_each_row_with_the_models_own_chat_template(real_model, tmp_
 
 
 def test_a_conversion_cut_short_is_not_taken_for_the_model(real_model, tmp_path):
-    from real_model import is_whole
+    from paper_personas.files import safetensors_complete
 
     weights = real_model / "model.safetensors"
-    assert is_whole(weights)
+    assert safetensors_complete(weights)
     cut = tmp_path / "model.safetensors"
     with weights.open("rb") as f:
         cut.write_bytes(f.read(50_000_000))  # the header and the first tensors, as a killed or full-disk write
-    assert not is_whole(cut)
+    assert not safetensors_complete(cut)

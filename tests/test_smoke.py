@@ -4,6 +4,7 @@ import json
 import os
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -157,3 +158,22 @@ def test_the_readme_quick_start_works_as_written_on_a_fresh_copy(smoke):
     quick_start = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
     assert "make test" in quick_start and "make smoke" in quick_start and "source .venv/bin/activate" in quick_start
     assert ".smoke/" in quick_start
+
+
+def test_a_step_killed_by_a_signal_is_named_with_the_signal_and_what_to_try(tmp_path):
+    from smoke import StepFailed, run
+
+    crash = "import os, signal, sys; print('extracting...'); sys.stdout.flush(); os.kill(os.getpid(), signal.SIGILL)"
+    log: list[str] = []
+    with pytest.raises(StepFailed) as failed:
+        run([sys.executable, "-c", crash], tmp_path, log)
+    message = str(failed.value)
+    assert message.startswith("-c killed by SIGILL (illegal instruction); the CPU met an instruction it lacks")
+    assert "PAPER_PERSONAS_BLAS=reference make smoke" in message and "extracting..." in message
+    assert "exited -4" not in message and "Traceback" not in message
+    assert len(log) == 1  # the step is logged, as the ones before it were
+
+
+def test_smoke_output_has_no_colour_codes(smoke):
+    _, result = smoke
+    assert "\x1b[" not in result["stdout"]

@@ -29,7 +29,14 @@ from pathlib import Path
 from paper_personas.cli import InputError, die, settings_from, setup_logging
 from paper_personas.files import atomic_writer, read_json, safe_filename, unwritable, write_json
 from paper_personas.journal import AnswerJournal, file_identity, fingerprint
-from paper_personas.models import PersonaModel, adapter_configs, default_model
+from paper_personas.models import (
+    ADAPTER_FILE,
+    PersonaModel,
+    adapter_configs,
+    default_model,
+    default_model_help,
+    kept_step,
+)
 from paper_personas.personas import DEFAULT_FILE as DEFAULT_PERSONAS_FILE
 from paper_personas.personas import Persona, load_personas, select
 from paper_personas.tokens import MAX_TOKENS, count_tokens, load_tokenizer
@@ -54,6 +61,7 @@ class Settings:
     out: Path | None
     max_tokens: int
     temperature: float
+    batch_size: int
     tokenizer: str
     chunk_max_tokens: int
     papers: Path
@@ -169,29 +177,35 @@ def analyze(paper: dict, units: list[Unit], persona_model: PersonaModel, persona
     with tqdm(total=len(units) * len(personas), desc="analyze", unit="answer") as progress:
         for persona in personas:
             persona_model.use(persona.name)
-            adapter = file_identity(settings.adapters / persona.name / "adapters.safetensors")
-            for unit, section in zip(units, sections, strict=True):
-                prompt = persona.user_message(unit.text)
-                key = fingerprint(
+            log.info("adapter %s: %s", persona.name, kept_step(settings.adapters / persona.name))
+            adapter = file_identity(settings.adapters / persona.name / ADAPTER_FILE)
+            prompts = [persona.user_message(unit.text) for unit in units]
+            keys = [
+                fingerprint(
                     model=settings.model,
                     adapter=adapter,
                     prompt=prompt,
                     max_tokens=settings.max_tokens,
                     temperature=settings.temperature,
                 )
-                made = journal.get(key)
-                if made is None:
-                    messages = [{"role": "user", "content": prompt}]
-                    text, tokens = persona_model.generate(messages, settings.max_tokens, settings.temperature)
-                    made = {"text": text, "tokens": tokens}
-                    journal.add(key, made)
-                    generated += tokens
-                section["perspectives"][persona.name] = {
-                    "prompt": prompt,
-                    "text": made["text"],
-                    "tokens": made["tokens"],
-                }
+                for prompt in prompts
+            ]
+            made = {i: found for i, key in enumerate(keys) if (found := journal.get(key)) is not None}
+            progress.update(len(made))
+            todo = [i for i in range(len(units)) if i not in made]
+
+            def keep(j: int, text: str, tokens: int, todo=todo, keys=keys, made=made) -> None:
+                made[todo[j]] = {"text": text, "tokens": tokens}
+                journal.add(keys[todo[j]], made[todo[j]])
                 progress.update(1)
+
+            conversations = [[{"role": "user", "content": prompts[i]}] for i in todo]
+            persona_model.generate_batch(
+                conversations, settings.max_tokens, settings.batch_size, settings.temperature, on_answer=keep
+            )
+            generated += sum(made[i]["tokens"] for i in todo)
+            for i, section in enumerate(sections):
+                section["perspectives"][persona.name] = {"prompt": prompts[i], **made[i]}
     report = {
         "paper_id": paper["id"],
         "title": paper.get("title") or paper["id"],
@@ -211,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--id", help="an arXiv id to fetch, e.g. 1706.03762")
     src.add_argument("--pdf", type=Path, help="a local PDF")
     src.add_argument("--paper", help="the id of a paper already in --papers")
-    p.add_argument("--model", help="base model (default: the one adapter_config.json trains)")
+    p.add_argument("--model", help=default_model_help())
     p.add_argument(
         "--adapters", type=Path, default=Path("adapters"), help="folder of persona adapters (default: %(default)s)"
     )
@@ -222,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="markdown report path; JSON beside it (default: reports/<id>.md)")
     p.add_argument("--max-tokens", type=int, default=512, help="tokens generated per answer (default: %(default)s)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default: %(default)s)")
+    p.add_argument(
+        "--batch-size", type=int, default=8, help="sections answered together per persona (default: %(default)s)"
+    )
     p.add_argument(
         "--tokenizer", default="cl100k_base", help="chunk sizing, as sdg.py --tokenizer (default: %(default)s)"
     )

@@ -17,7 +17,8 @@ Systems, each answering every held-out prompt with greedy decoding:
               baseline; training is justified only if the adapter beats it
   adapter     the base model with the persona's LoRA adapter
   <name>      answers from --answers FILE, one JSON object a line: {"system", "persona", "key", "answer"}, where
-              key is the held-out row's meta.key, or "#<n>" for the n-th row (0-based) of a row without one
+              key is the held-out row's meta.key, or "#<n>" for the n-th row (0-based) of a row without one;
+              a key met again (a section held out twice, with two references) is followed by "~2", "~3", ...
 
 Metrics per answer; every mean comes with a 95% bootstrap interval and its sample size:
   topical     BM25 (bm25s) ranks the answer's own section first among the persona's held-out sections
@@ -59,10 +60,17 @@ from paper_personas.files import (
     write_jsonl,
 )
 from paper_personas.journal import AnswerJournal, file_identity, fingerprint
-from paper_personas.models import PersonaModel, adapter_configs, default_model, generate
+from paper_personas.models import (
+    ADAPTER_FILE,
+    PersonaModel,
+    adapter_configs,
+    default_model,
+    default_model_help,
+    kept_step,
+)
 from paper_personas.personas import DEFAULT_FILE as DEFAULT_PERSONAS_FILE
 from paper_personas.personas import Persona, load_personas, section_text, select
-from paper_personas.quality import degenerate_reasons, words
+from paper_personas.quality import copy_share, degenerate_reasons, words
 from paper_personas.teachers import ASKING_TEACHERS, TEACHERS, make_teacher
 from paper_personas.teachers.base import (
     DAILY_QUOTA,
@@ -115,6 +123,7 @@ class Settings:
     limit: int
     max_tokens: int
     max_seq_length: int
+    batch_size: int
     seed: int
     out: Path
     judge: str | None  # a teacher name, or None: no judge
@@ -127,19 +136,9 @@ class Settings:
 # ----------------------------------------------------------------------------- metrics on answers (pure)
 
 
-def copy_share(answer: str, prompt: str, n: int = COPY_RUN_WORDS) -> float:
-    """Share of the answer's words that sit inside a run of n or more words found verbatim in the prompt."""
-    answer_words, source = words(answer), words(prompt)
-    grams = {tuple(source[i : i + n]) for i in range(len(source) - n + 1)}
-    copied = set()
-    for i in range(len(answer_words) - n + 1):
-        if tuple(answer_words[i : i + n]) in grams:
-            copied.update(range(i, i + n))
-    return len(copied) / len(answer_words) if answer_words else 0.0
-
-
-def topical(answers: list[str], sections: list[str]) -> list[bool]:
-    """For each answer i, whether BM25 ranks section i strictly first among all the sections."""
+def topical(answers: list[str], sections: list[str], own: list[int]) -> list[bool]:
+    """For each answer i, whether BM25 ranks its own section, sections[own[i]], strictly first among all the
+    sections (distinct texts: a section held out twice is one section, not its own rival)."""
     import bm25s
     import Stemmer
 
@@ -148,14 +147,14 @@ def topical(answers: list[str], sections: list[str]) -> list[bool]:
     retriever = bm25s.BM25()
     retriever.index(bm25s.tokenize(sections, stopwords="en", stemmer=stemmer, show_progress=False), show_progress=False)
     flags = []
-    for i, answer in enumerate(answers):
+    for answer, mine in zip(answers, own, strict=True):
         query = bm25s.tokenize([answer], stopwords="en", stemmer=stemmer, show_progress=False, return_ids=False)[0]
         if not query:
             flags.append(False)
             continue
         scores = retriever.get_scores(query)
-        others = [s for j, s in enumerate(scores) if j != i]
-        flags.append(bool(scores[i] > 0 and all(scores[i] > s for s in others)))
+        others = [s for j, s in enumerate(scores) if j != mine]
+        flags.append(bool(scores[mine] > 0 and all(scores[mine] > s for s in others)))
     return flags
 
 
@@ -199,25 +198,28 @@ def style_metrics(persona: Persona, text: str) -> dict[str, float]:
 
 def score_answers(persona: Persona, rows: list[dict], answers: list[dict], max_tokens: int) -> list[dict]:
     """Per-answer metrics for one system's answers to one persona's held-out rows (answers[i] answers rows[i];
-    an answer is {"answer": text, "tokens": n or None})."""
-    personas = (persona,)
+    an answer is {"answer": text, "tokens": n or None}). Rows with the same section (data that holds a section
+    twice, with two reference answers) are one prompt: the same greedy answer to both is not a repeat, and the
+    section is not its own rival for topicality."""
     prompts = [row["messages"][-2]["content"] for row in rows]
-    sections = [section_text(p, personas) for p in prompts]
+    sections = [section_text(p, (persona,)) for p in prompts]
+    distinct = list(dict.fromkeys(sections))
+    own = [distinct.index(section) for section in sections]
     texts = [a["answer"] for a in answers]
-    on_topic = topical(texts, sections)
-    seen: dict[str, set[int]] = {}
-    for i, text in enumerate(texts):
-        seen.setdefault(" ".join(words(text)), set()).add(i)
+    on_topic = topical(texts, distinct, own)
+    sections_answered: dict[str, set[int]] = {}  # an answer's words -> the distinct sections it answered
+    for text, mine in zip(texts, own, strict=True):
+        sections_answered.setdefault(" ".join(words(text)), set()).add(mine)
     scored = []
     for i, (row, answer, text) in enumerate(zip(rows, answers, texts, strict=True)):
         cut_off = answer.get("tokens") is not None and answer["tokens"] >= max_tokens
-        repeated = len(seen[" ".join(words(text))]) > 1
+        repeated = len(sections_answered[" ".join(words(text))]) > 1
         reasons = degenerate_reasons(persona, text)
         reasons += ["same_answer_for_other_sections"] if repeated and text.strip() else []
         reasons += ["cut_off"] if cut_off else []
         metrics = {
             "topical": float(on_topic[i]),
-            "copy_share": copy_share(text, prompts[i]),
+            "copy_share": copy_share(text, prompts[i], COPY_RUN_WORDS),
             "degenerate": float(bool(reasons)),
             "format": float(persona.parse(text) is not None),
             "rouge_l": rouge_l(row["messages"][-1]["content"], text),
@@ -306,6 +308,11 @@ def verdict(persona: str, adapter: list[dict], prompted: list[dict], seed: int) 
 
 
 def held_out_rows(data: Path, persona: str, limit: int, max_tokens: int) -> tuple[Path, list[dict]]:
+    if any((data / f"{name}.jsonl").exists() for name in ("train", "valid", "test")):
+        raise InputError(
+            f"--data {data} is one persona's split folder; pass the folder that holds the persona folders: "
+            f"--data {data.parent}"
+        )
     folder = split_dir(data, persona, max_tokens)
     for newer in other_budgets(data, persona, max_tokens):
         log.warning("%s is newer than %s/: trimmed with another --max-tokens? Pass --max-seq-length", newer, folder)
@@ -316,16 +323,24 @@ def held_out_rows(data: Path, persona: str, limit: int, max_tokens: int) -> tupl
     return path, rows[:limit] if limit else rows
 
 
-def row_key(row: dict, index: int) -> str:
-    return (row.get("meta") or {}).get("key") or f"#{index}"
+def row_keys(rows: list[dict]) -> list[str]:
+    """Each held-out row's key in --answers files: its meta.key, or "#<index>" without one. A key that comes
+    again (a section the data holds twice, with two reference answers) is followed by "~2", "~3", ..."""
+    keys, seen = [], {}
+    for index, row in enumerate(rows):
+        key = (row.get("meta") or {}).get("key") or f"#{index}"
+        seen[key] = seen.get(key, 0) + 1
+        keys.append(key if seen[key] == 1 else f"{key}~{seen[key]}")
+    return keys
 
 
 def read_answers(
     paths: list[Path], held_out: dict[str, list[dict]], generated: list[str]
-) -> dict[str, dict[str, list[dict]]]:
-    """--answers files as {system: {persona: [answer per held-out row]}}; every held-out row must be answered.
-    A file may hold "base", "prompted" or "adapter" answers (a run's own answers.jsonl, scored again) as long as
-    this run does not generate that system too."""
+) -> tuple[dict[str, dict[str, list[dict]]], dict[str, dict[str, list[float]]]]:
+    """--answers files as {system: {persona: [answer per held-out row]}}, and the losses on the reference they
+    carry (a run's own answers.jsonl does) as {system: {persona: [loss per row]}}; every held-out row must be
+    answered. A file may hold "base", "prompted" or "adapter" answers (a run's own answers.jsonl, scored again)
+    as long as this run does not generate that system too."""
     found: dict[str, dict[str, dict[str, dict]]] = {}
     for path in paths:
         if not path.is_file():
@@ -343,32 +358,39 @@ def read_answers(
                     f"{where}: system {system!r} is also generated by this run; leave it out of --systems "
                     "(`--systems` alone generates nothing) or name yours otherwise"
                 )
-            tokens = row.get("tokens")
+            tokens, loss = row.get("tokens"), row.get("loss")
             entry = {"answer": row["answer"], "tokens": tokens if isinstance(tokens, int) else None}
+            entry["loss"] = float(loss) if isinstance(loss, int | float) else None
             found.setdefault(system, {}).setdefault(row["persona"], {})[str(row["key"])] = entry
-    answers = {}
+    answers, losses = {}, {}
     for system, by_persona in found.items():
         answers[system] = {}
         for persona, rows in held_out.items():
-            keys = [row_key(row, i) for i, row in enumerate(rows)]
+            keys = row_keys(rows)
             missing = [k for k in keys if k not in by_persona.get(persona, {})]
             if missing:
                 raise InputError(
                     f"answers of {system!r} miss {len(missing)} of {len(keys)} held-out {persona} rows "
                     f"(first: {missing[0]!r}); answer every row, keyed by meta.key or #index"
                 )
-            answers[system][persona] = [by_persona[persona][k] for k in keys]
-    return answers
+            entries = [by_persona[persona][k] for k in keys]
+            answers[system][persona] = [{"answer": e["answer"], "tokens": e["tokens"]} for e in entries]
+            if all(e["loss"] is not None for e in entries):
+                losses.setdefault(system, {})[persona] = [e["loss"] for e in entries]
+    return answers, losses
 
 
-def answers_file_rows(answers: dict, held_out: dict[str, list[dict]]) -> list[dict]:
-    """Every answer in the --answers format, so a run's answers can be scored again or compared elsewhere."""
-    return [
-        {"system": system, "persona": persona, "key": row_key(row, i), "answer": a["answer"], "tokens": a["tokens"]}
-        for system, by_persona in answers.items()
-        for persona, rows in held_out.items()
-        for i, (row, a) in enumerate(zip(rows, by_persona[persona], strict=True))
-    ]
+def answers_file_rows(answers: dict, losses: dict, held_out: dict[str, list[dict]]) -> list[dict]:
+    """Every answer in the --answers format, with the system's loss on the reference where a model made it, so a
+    run's answers can be scored again (loss included) or compared elsewhere."""
+    rows = []
+    for system, by_persona in answers.items():
+        for persona, held in held_out.items():
+            row_losses = losses.get(system, {}).get(persona) or [None] * len(held)
+            for key, a, loss in zip(row_keys(held), by_persona[persona], row_losses, strict=True):
+                entry = {"system": system, "persona": persona, "key": key, "answer": a["answer"]}
+                rows.append({**entry, "tokens": a["tokens"], **({"loss": loss} if loss is not None else {})})
+    return rows
 
 
 # ----------------------------------------------------------------------------- the model systems
@@ -394,34 +416,36 @@ def row_losses(model, tokenizer, rows: list[dict], max_seq_length: int) -> list[
 
 
 def run_system(persona_model, persona: Persona, system: str, rows: list[dict], settings: Settings, journal, progress):
-    """One model system's answers to one persona's rows, and its loss on each reference answer. Each answer is
-    journaled as it is made; one the journal already holds for the same model, adapter, prompt and settings is
-    not made again."""
-    import mlx.core as mx
-
-    mx.random.seed(settings.seed)
+    """One model system's answers to one persona's rows, and its loss on each reference answer. The answers the
+    journal does not hold for the same model, adapter, prompt and settings are generated together, greedily, in
+    batches (models.generate_batch), each journaled as it finishes."""
     conversations = [
         prompted_messages(persona, row["messages"]) if system == "prompted" else row["messages"] for row in rows
     ]
-    adapter = settings.adapters / persona.name / "adapters.safetensors"
-    answers = []
-    for messages in conversations:
-        key = fingerprint(
+    adapter = settings.adapters / persona.name / ADAPTER_FILE
+    keys = [
+        fingerprint(
             system=system,
             model=settings.model,
             adapter=file_identity(adapter) if system == "adapter" else None,
             messages=messages[:-1],
             max_tokens=settings.max_tokens,
         )
-        made = journal.get(key)
-        if made is None:
-            text, tokens = generate(
-                persona_model.model, persona_model.tokenizer, messages[:-1], settings.max_tokens, temperature=0.0
-            )
-            made = {"answer": text, "tokens": tokens}
-            journal.add(key, made)
-        answers.append({"answer": made["answer"], "tokens": made["tokens"]})
+        for messages in conversations
+    ]
+    made = {i: found for i, key in enumerate(keys) if (found := journal.get(key)) is not None}
+    progress.update(len(made))
+    todo = [i for i in range(len(rows)) if i not in made]
+
+    def keep(j: int, text: str, tokens: int) -> None:
+        made[todo[j]] = {"answer": text, "tokens": tokens}
+        journal.add(keys[todo[j]], made[todo[j]])
         progress.update(1)
+
+    persona_model.generate_batch(
+        [conversations[i][:-1] for i in todo], settings.max_tokens, settings.batch_size, 0.0, on_answer=keep
+    )
+    answers = [{"answer": made[i]["answer"], "tokens": made[i]["tokens"]} for i in range(len(rows))]
     losses = row_losses(
         persona_model.model, persona_model.tokenizer, [{"messages": m} for m in conversations], settings.max_seq_length
     )
@@ -430,12 +454,15 @@ def run_system(persona_model, persona: Persona, system: str, rows: list[dict], s
 
 def model_answers(settings: Settings, personas, held_out: dict[str, list[dict]], journal) -> tuple[dict, dict]:
     """Answers and per-row losses of the model systems asked for, on a base model loaded once: base and prompted
-    first, then one adapter swap per persona."""
+    first, then one adapter swap per persona. Adapters are needed only when the adapter system is asked for."""
     from tqdm import tqdm
 
     if not settings.systems:
         return {}, {}
-    configs = adapter_configs(settings.adapters, [p.name for p in personas], settings.model)
+    names = [p.name for p in personas]
+    configs = adapter_configs(settings.adapters, names, settings.model) if "adapter" in settings.systems else {}
+    for name in configs:
+        log.info("adapter %s: %s", name, kept_step(settings.adapters / name))
     persona_model = PersonaModel(settings.model, settings.adapters, configs)
     answers, losses = {}, {}
     total = len(settings.systems) * sum(len(rows) for rows in held_out.values())
@@ -449,9 +476,7 @@ def model_answers(settings: Settings, personas, held_out: dict[str, list[dict]],
                     persona_model, persona, system, held_out[persona.name], settings, journal, progress
                 )
     if journal.reused:
-        log.info(
-            "%d answers taken from %s, made by an earlier run with the same settings", journal.reused, journal.path
-        )
+        log.info("%d answers taken from %s, made earlier with the same settings", journal.reused, journal.path)
     return answers, losses
 
 
@@ -650,7 +675,7 @@ def write_charts(results: dict, out: Path) -> list[Path]:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", help="base model (default: the one adapter_config.json trains)")
+    p.add_argument("--model", help=default_model_help())
     p.add_argument(
         "--adapters",
         type=Path,
@@ -678,6 +703,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=MAX_TOKENS,
         help="the token budget the data was trimmed to: reads data/{persona}_N/ and bounds the loss "
         "(default: %(default)s)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=16,
+        help="answers decoded together; greedy answers are the same at any size (default: %(default)s)",
     )
     p.add_argument("--seed", type=int, default=0, help="sampling and bootstrap seed (default: %(default)s)")
     p.add_argument(
@@ -728,7 +759,8 @@ def main(argv: list[str] | None = None) -> int:
     if problem := unwritable(settings.out, "--out", folder=True):
         die(problem)
     started = time.monotonic()
-    journal = AnswerJournal(settings.out / "answers.partial.jsonl")
+    # Kept across runs: a later run with other systems or personas reuses what the same settings made before.
+    journal = AnswerJournal(settings.out / "answers.journal.jsonl")
     try:
         personas = select(load_personas(settings.personas_file), settings.personas, settings.personas_file)
         needs_model = bool(settings.systems)
@@ -741,23 +773,23 @@ def main(argv: list[str] | None = None) -> int:
             p.name: held_out_rows(settings.data, p.name, settings.limit, settings.max_seq_length) for p in personas
         }
         held_out = {name: rows for name, (_, rows) in sources.items()}
-        outside = read_answers(settings.answers, held_out, settings.systems)
+        outside, outside_losses = read_answers(settings.answers, held_out, settings.systems)
         judge = prepare_judge(held_out, personas, settings) if settings.judge else None
         answers, losses = model_answers(settings, personas, held_out, journal)
     except InputError as e:
         die(str(e))
     answers |= outside
+    losses |= outside_losses
     try:
         judged = run_judge(judge, answers, held_out, personas) if judge else {}
     except FatalAPIError as e:
         die(f"the judge: {e}; the answers are kept in {journal.path}, and a rerun does not generate them again")
     results = report(settings, personas, sources, answers, losses, judged)
     write_json(settings.out / "eval.json", results)
-    write_jsonl(settings.out / "answers.jsonl", answers_file_rows(answers, held_out))
+    write_jsonl(settings.out / "answers.jsonl", answers_file_rows(answers, losses, held_out))
     with atomic_writer(settings.out / "eval.md") as f:
         f.write(render_markdown(results))
     charts = write_charts(results, settings.out)
-    journal.remove()  # every answer is in answers.jsonl now
     for line in results["verdicts"]:
         print(line)
     total = sum(len(rows) for rows in held_out.values())

@@ -12,6 +12,7 @@ from paper_personas.cli import InputError
 from paper_personas.files import read_json
 
 REPO_CONFIG = Path(__file__).resolve().parent.parent / "adapter_config.json"
+ADAPTER_FILE = "adapters.safetensors"  # what mlx_lm loads from an adapter folder; make train keeps the best there
 LORA_KEYS = ("fine_tune_type", "num_layers", "lora_parameters")
 
 
@@ -23,6 +24,14 @@ def default_model(config: Path = REPO_CONFIG) -> str:
     if not model:
         raise InputError(f'{config} names no "model"; add one, or pass --model')
     return model
+
+
+def default_model_help(config: Path = REPO_CONFIG) -> str:
+    """--model's help text, naming the default when adapter_config.json can be read (--help works without it)."""
+    try:
+        return f"base model (default: {default_model(config)}, the model adapter_config.json trains)"
+    except InputError:
+        return "base model (default: the model adapter_config.json trains)"
 
 
 def same_model(trained_on: str, model: str) -> bool:
@@ -39,7 +48,7 @@ def adapter_configs(adapters: Path, personas: list[str], model: str) -> dict[str
     configs = {}
     for persona in personas:
         folder = adapters / persona
-        if not (folder / "adapters.safetensors").exists() or not (folder / "adapter_config.json").exists():
+        if not (folder / ADAPTER_FILE).exists() or not (folder / "adapter_config.json").exists():
             raise InputError(
                 f"no trained adapter in {folder}/: train it with `make train`, or point --adapters "
                 "at the folder that holds one subfolder per persona"
@@ -68,8 +77,54 @@ def generate(model, tokenizer, messages: list[dict], max_tokens: int, temperatur
         model, tokenizer, prompt, max_tokens=max_tokens, sampler=make_sampler(temp=temperature)
     ):
         text.append(response.text)
-        tokens = response.generation_tokens
+        # its count includes the stop token, which is not part of the answer
+        tokens = response.generation_tokens - (response.finish_reason == "stop")
     return "".join(text).strip(), tokens
+
+
+def generate_batch(
+    model,
+    tokenizer,
+    conversations: list[list[dict]],
+    max_tokens: int,
+    batch_size: int = 8,
+    temperature: float = 0.0,
+    on_answer=None,
+) -> list[tuple[str, int]]:
+    """Chat-template answers to many conversations, decoded together by mlx_lm's BatchGenerator (one decoding
+    step advances every sequence in flight: on a CPU, several answers for little more than the price of one).
+    Returns (text, tokens generated) per conversation, in order, as generate() would, and at temperature 0 the
+    same answers (tests/test_real_model.py); on_answer(i, text, tokens) is called as each one finishes, for a
+    journal or a progress bar."""
+    from mlx_lm.generate import BatchGenerator
+    from mlx_lm.sample_utils import make_sampler
+
+    prompts = [tokenizer.apply_chat_template(m, add_generation_prompt=True, return_dict=False) for m in conversations]
+    generator = BatchGenerator(
+        model,
+        max_tokens=max_tokens,
+        stop_tokens=[[t] for t in tokenizer.eos_token_ids],
+        sampler=make_sampler(temp=temperature),
+        completion_batch_size=batch_size,
+        prefill_batch_size=min(batch_size, 8),
+    )
+    try:
+        uids = generator.insert(prompts) if prompts else []
+        index = {uid: i for i, uid in enumerate(uids)}
+        tokens: dict[int, list[int]] = {uid: [] for uid in uids}
+        answers: dict[int, tuple[str, int]] = {}
+        while len(answers) < len(uids):
+            for response in generator.next_generated():
+                if response.finish_reason != "stop":  # the stop token is not part of the answer
+                    tokens[response.uid].append(response.token)
+                if response.finish_reason:
+                    made = tokenizer.decode(tokens[response.uid]).strip(), len(tokens[response.uid])
+                    answers[response.uid] = made
+                    if on_answer is not None:
+                        on_answer(index[response.uid], *made)
+    finally:
+        generator.close()
+    return [answers[uid] for uid in uids]
 
 
 class PersonaModel:
@@ -84,10 +139,11 @@ class PersonaModel:
         self.model, self.tokenizer = mlx_lm.load(model_path)
         self.model.eval()
         self.adapters = adapters
-        self.lora = next(iter(configs.values()))  # adapter_configs() checked that all share one LoRA shape
+        self.lora = next(iter(configs.values()), None)  # adapter_configs() checked that all share one LoRA shape
         self.has_lora = False
 
     def use(self, persona: str) -> None:
+        assert self.lora is not None, "PersonaModel.use needs the adapters' configs"
         if not self.has_lora:
             from mlx_lm.tuner.utils import linear_to_lora_layers
 
@@ -99,7 +155,22 @@ class PersonaModel:
             )
             self.model.eval()
             self.has_lora = True
-        self.model.load_weights(str(self.adapters / persona / "adapters.safetensors"), strict=False)
+        self.model.load_weights(str(self.adapters / persona / ADAPTER_FILE), strict=False)
 
     def generate(self, messages: list[dict], max_tokens: int, temperature: float) -> tuple[str, int]:
         return generate(self.model, self.tokenizer, messages, max_tokens, temperature)
+
+    def generate_batch(self, conversations, max_tokens: int, batch_size: int, temperature: float, on_answer=None):
+        return generate_batch(
+            self.model, self.tokenizer, conversations, max_tokens, batch_size, temperature, on_answer=on_answer
+        )
+
+
+def kept_step(adapter_folder: Path) -> str:
+    """Which checkpoint an adapter folder holds, for the log: "step 120 of 200, val loss 2.257" from the best.json
+    that `make train` writes beside it, or mlx_lm's last weights when there is none."""
+    try:
+        best = json.loads((adapter_folder / "best.json").read_text())
+        return f"step {best['step']:,} of {best['last_step']:,}, val loss {best['val_loss']:.3f}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "the last step (no best.json: trained without make train)"

@@ -56,9 +56,17 @@ class Persona:
         return "\n\n".join(f"**{f.label}:** {answer[f.name].strip()}" for f in self.fields)
 
     def parse(self, text: str) -> dict[str, str] | None:
-        """The fields of a rendered answer by name, or None if it does not have exactly this persona's shape."""
+        """The fields of a rendered answer by name, or None if it does not have exactly this persona's shape: each
+        label once, in order, each followed by text. The one format check: step 2's gate and evaluate.py's
+        format metric both call it."""
         match = self._answer_pattern.fullmatch(text)
-        return {f.name: match[f.name].strip() for f in self.fields} if match else None
+        if not match:
+            return None
+        fields = {f.name: match[f.name].strip() for f in self.fields}
+        markers = [f"**{f.label}:**" for f in self.fields]
+        if any(marker in value for value in fields.values() for marker in markers):
+            return None  # a label given again inside a field ("**Explanation:**" twice)
+        return fields
 
     def forbidden_word_in(self, text: str) -> str | None:
         """The first forbidden word stem that starts a word of text ("optimiz" catches "Optimizing"), or None."""

@@ -43,16 +43,31 @@ SCRIPT_MIN_LETTERS = 20  # letters needed before a text's writing system is take
 SAME_WRITING = {"HIRAGANA": "CJK", "KATAKANA": "CJK", "HANGUL": "CJK", "IDEOGRAPHIC": "CJK"}
 
 
+def copied_starts(answer: str, source: str, n: int) -> list[bool]:
+    """For each word of the answer where an n-word run could start, whether that run is in the source word for
+    word (case and punctuation aside): the one test of copied text, for the gate and for evaluate.py."""
+    source_words, answer_words = words(source), words(answer)
+    grams = {tuple(source_words[i : i + n]) for i in range(len(source_words) - n + 1)}
+    return [tuple(answer_words[i : i + n]) in grams for i in range(len(answer_words) - n + 1)]
+
+
 def copied_run(answer: str, section: str, n: int = 8) -> int:
     """Words in the longest run of the answer that appears word for word in the section (0 under n words)."""
-    source = re.findall(r"\w+", section.lower())
-    grams = {tuple(source[i : i + n]) for i in range(len(source) - n + 1)}
-    words = re.findall(r"\w+", answer.lower())
     best = run = 0
-    for i in range(len(words) - n + 1):
-        run = run + 1 if tuple(words[i : i + n]) in grams else 0
+    for copied in copied_starts(answer, section, n):
+        run = run + 1 if copied else 0
         best = max(best, run + n - 1 if run else 0)
     return best
+
+
+def copy_share(answer: str, source: str, n: int) -> float:
+    """Share of the answer's words that sit inside a run of n or more words found word for word in the source."""
+    covered = set()
+    for start, copied in enumerate(copied_starts(answer, source, n)):
+        if copied:
+            covered.update(range(start, start + n))
+    total = len(words(answer))
+    return len(covered) / total if total else 0.0
 
 
 @functools.cache
@@ -173,6 +188,8 @@ def answers_problem(answers: BaseModel, personas: tuple[Persona, ...], section: 
             if problem:
                 return problem
         rendered = persona.render(answer)
+        if persona.parse(rendered) is None:  # a field that holds another field's label
+            return f"format:{persona.name}"
         degenerate = degenerate_reasons(persona, rendered)
         if degenerate:
             return f"{degenerate[0]}:{persona.name}"

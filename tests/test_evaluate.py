@@ -2,6 +2,7 @@ import json
 import time
 
 import pytest
+from conftest import ROOT
 from fake_gemini import FakeGemini, Faults
 from helpers import free_port, run_script, tree_hashes
 
@@ -152,6 +153,34 @@ def test_the_same_answer_for_different_sections_and_a_cut_off_answer_are_degener
     assert evaluate.degenerate_reasons(PERSONAS["eli5"], looping) == ["repetitive"]
 
 
+def test_a_section_held_out_twice_is_one_prompt_for_the_repeat_and_topicality_checks():
+    """The original data holds some sections twice, with two answers. The same greedy answer to the same
+    prompt is no repeat, and a section is no rival of its own twin: the reference answers stay unflagged."""
+    rows = planted_rows()
+    twin = {**rows[0], "messages": [rows[0]["messages"][0], {"role": "assistant", "content": "**Analogy:** Other."}]}
+    rows = [rows[0], twin, *rows[1:]]
+    answers = [{"answer": r["messages"][1]["content"]} for r in planted_rows()]
+    answers = [answers[0], answers[0], *answers[1:]]  # one greedy answer to both copies of the section
+    scored = evaluate.score_answers(PERSONAS["eli5"], rows, answers, 512)
+    assert [evaluate.flagged(s) for s in scored] == [[]] * len(rows)
+    assert scored[0]["metrics"]["topical"] == scored[1]["metrics"]["topical"] == 1.0
+
+
+def test_a_label_given_twice_fails_the_format_check_that_the_gate_shares():
+    from paper_personas.personas import answers_schema
+    from paper_personas.quality import answers_problem
+
+    twice = "**Analogy:** A toy box.\n\n**Explanation:** Keys find slots. **Explanation:** Again."
+    assert PERSONAS["eli5"].parse(twice) is None
+    scored = evaluate.score_answers(PERSONAS["eli5"], planted_rows()[:1], [{"answer": twice}], 512)
+    assert scored[0]["metrics"]["format"] == 0.0
+    eli5 = (PERSONAS["eli5"],)
+    section = planted_rows()[0]["messages"][0]["content"]
+    good = " ".join(["A toy box keeps every toy in its own place, so you always find it."] * 3)
+    doubled = {"eli5": {"analogy": good, "explanation": f"{good} **Explanation:** {good}"}}
+    assert answers_problem(answers_schema(eli5).model_validate(doubled), eli5, section) == "format:eli5"
+
+
 def test_bootstrap_intervals_cover_the_mean_and_shrink_with_more_data():
     small = evaluate.mean_ci([0.0, 1.0] * 5, seed=0)
     large = evaluate.mean_ci([0.0, 1.0] * 200, seed=0)
@@ -204,6 +233,23 @@ def test_answers_from_elsewhere_are_scored_with_no_model_loaded(tmp_path, capsys
     missing.write_text(json.dumps(lines[0]) + "\n")
     with pytest.raises(SystemExit, match="answers of 'reference' miss 5 of 6 held-out eli5 rows"):
         evaluate.main([*args, "--answers", str(missing)])
+
+
+def test_a_persona_split_folder_given_as_data_names_its_parent(tmp_path):
+    folder = tmp_path / "data" / "eli5_2048"
+    folder.mkdir(parents=True)
+    (folder / "valid.jsonl").write_text(json.dumps(planted_rows()[0]) + "\n")
+    result = run_script("evaluate.py", "--data", folder, "--systems", "--answers", tmp_path / "a.jsonl")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"--data {folder} is one persona's split folder; pass the folder that holds" in result.stderr
+    assert f"--data {folder.parent}" in result.stderr
+
+
+def test_help_names_the_default_base_model():
+    result = run_script("evaluate.py", "--help")
+    default = json.loads((ROOT / "adapter_config.json").read_text())["model"]
+    expected = f"(default: {default}, the model adapter_config.json trains)"
+    assert "".join(expected.split()) in "".join(result.stdout.split())  # argparse wraps lines at spaces and "-"
 
 
 def eval_args(work, out, *extra):
@@ -381,8 +427,9 @@ def test_an_unwritable_out_folder_is_named_before_any_work(smoke_run, tmp_path):
 
 
 def test_answers_are_kept_as_they_are_made_so_a_failed_run_resumes_without_generating_them_again(smoke_run, tmp_path):
-    """The judge's quota runs out after generation: the run fails, the answers stay in answers.partial.jsonl, and
-    the rerun makes none again. Then the run's own answers.jsonl is scored again, as the README says."""
+    """The judge's quota runs out after generation: the run fails, the answers stay in answers.journal.jsonl, and
+    the rerun makes none again; nor does a later run with fewer systems. Then the run's own answers.jsonl is
+    scored again, as the README says, its loss row included."""
     from fake_openai import FakeOpenAI, OpenAIFaults
 
     work, _ = smoke_run
@@ -393,13 +440,32 @@ def test_answers_are_kept_as_they_are_made_so_a_failed_run_resumes_without_gener
     assert failed.returncode == 1 and "Traceback" not in failed.stderr, failed.stderr
     assert "the answers are kept in" in failed.stderr and "insufficient_quota" in failed.stderr
     assert "generate: 100%" in failed.stderr and "27/27" in failed.stderr  # a progress bar while it generated
-    journal = out / "answers.partial.jsonl"
+    journal = out / "answers.journal.jsonl"
     assert len(journal.read_text().splitlines()) == 3 * 3 * 3  # 3 systems x 3 personas x --limit 3
     rerun = run_evaluate(*eval_args(work, out))
     assert rerun.returncode == 0, rerun.stderr
-    assert "27 answers from an earlier run" in rerun.stdout and not journal.exists()
+    assert "27 answers from an earlier run" in rerun.stdout and journal.exists()
+    fewer = run_evaluate(*eval_args(work, out), "--systems", "base", "prompted")
+    assert fewer.returncode == 0 and "18 answers from an earlier run" in fewer.stdout, fewer.stdout + fewer.stderr
+    assert len(journal.read_text().splitlines()) == 27  # nothing generated again
+    rerun = run_evaluate(*eval_args(work, out))  # answers.jsonl of all three systems again, for the rescoring
     # Scoring at the default verbosity: none of the third-party chatter (rouge_score's, bm25s's)
     assert "Using default tokenizer" not in rerun.stderr and "Building index" not in rerun.stderr
     rescored = run_evaluate(*eval_args(work, tmp_path / "again"), "--systems", "--answers", out / "answers.jsonl")
     assert rescored.returncode == 0, rescored.stderr
-    assert json.loads((tmp_path / "again" / "eval.json").read_text())["systems"] == ["base", "prompted", "adapter"]
+    again = json.loads((tmp_path / "again" / "eval.json").read_text())
+    assert again["systems"] == ["base", "prompted", "adapter"]
+    first = json.loads((out / "eval.json").read_text())
+    for system in again["systems"]:  # the loss row survives the rescoring, with the same values
+        assert (
+            again["personas"]["eli5"]["systems"][system]["summary"]["loss"]
+            == (first["personas"]["eli5"]["systems"][system]["summary"]["loss"])
+        )
+
+
+def test_base_and_prompted_alone_need_no_adapters(smoke_run, tmp_path):
+    work, _ = smoke_run
+    args = eval_args(work, tmp_path / "reports")
+    args[args.index("--adapters") + 1] = str(tmp_path / "no-adapters")  # nothing trained there
+    assert evaluate.main([*args, "--systems", "base", "prompted"]) == 0
+    assert json.loads((tmp_path / "reports" / "eval.json").read_text())["systems"] == ["base", "prompted"]

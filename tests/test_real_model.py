@@ -295,3 +295,24 @@ def test_a_conversion_cut_short_is_not_taken_for_the_model(real_model, tmp_path)
     with weights.open("rb") as f:
         cut.write_bytes(f.read(50_000_000))  # the header and the first tensors, as a killed or full-disk write
     assert not safetensors_complete(cut)
+
+
+def test_answers_decoded_together_equal_answers_decoded_one_at_a_time(real_model, trained):
+    """evaluate.py and analyze.py decode many answers at once (mlx_lm's BatchGenerator): greedy, that must give
+    the answers one-at-a-time decoding gives, prompts of different lengths and early stops included."""
+    from paper_personas.models import PersonaModel, adapter_configs, generate
+
+    work, _ = trained
+    adapters = work / "adapters"
+    persona_model = PersonaModel(str(real_model), adapters, adapter_configs(adapters, ["eli5"], str(real_model)))
+    rows = training_rows(5, seed=3)
+    conversations = [[row["messages"][0]] for row in rows]
+    conversations[1] = [{"role": "user", "content": "What is the capital of France? One word."}]  # stops early
+    for with_adapter in (False, True):
+        if with_adapter:
+            persona_model.use("eli5")
+        one = [generate(persona_model.model, persona_model.tokenizer, c, 48, 0.0) for c in conversations]
+        together = persona_model.generate_batch(conversations, 48, batch_size=4, temperature=0.0)
+        assert together == one, (with_adapter, together, one)
+        if not with_adapter:
+            assert one[1][1] < 48, one[1]  # the short answer ended before the cap

@@ -28,7 +28,8 @@ from pathlib import Path
 from paper_personas.cli import InputError, die, settings_from, setup_logging
 from paper_personas.files import iter_jsonl, unwritable, write_jsonl
 from paper_personas.personas import DEFAULT_FILE as DEFAULT_PERSONAS_FILE
-from paper_personas.personas import load_personas
+from paper_personas.personas import load_personas, section_text
+from paper_personas.quality import contents_page
 from paper_personas.tokens import MAX_TOKENS, TRUNCATION_MARK, count_tokens, load_tokenizer, template_tokens
 
 log = logging.getLogger("trim_jsonl")
@@ -227,12 +228,14 @@ def truncate_row(row: dict, counter, max_tokens: int) -> tuple[dict, int, float]
     return None
 
 
-def trim_rows(rows: list[dict], counter, settings: "Settings", dropped: dict, lengths: list[int]):
+def trim_rows(rows: list[dict], counter, settings: "Settings", dropped: dict, lengths: list[int], personas=()):
     """Yield the rows that fit (truncating when asked), counting drops by reason and recording kept lengths.
 
     A truncated row keeps its answer, which was written about the whole section: below --min-kept of the user
-    text the answer no longer matches its prompt, and the row is dropped as truncated_too_much."""
+    text the answer no longer matches its prompt, and the row is dropped as truncated_too_much. A row about a
+    table of contents is dropped as table_of_contents: its answer explains a paper the teacher never saw."""
     max_tokens = settings.max_tokens
+    rows = [row for row in rows if not about_contents_page(row, personas, dropped)]
     for start in range(0, len(rows), BATCH_ROWS):
         batch = rows[start : start + BATCH_ROWS]
         for row, length in zip(batch, counter.count(batch), strict=True):
@@ -251,16 +254,26 @@ def trim_rows(rows: list[dict], counter, settings: "Settings", dropped: dict, le
             yield row
 
 
+def about_contents_page(row: dict, personas, dropped: dict) -> bool:
+    user = next((m["content"] for m in reversed(row["messages"]) if m["role"] == "user"), "")
+    if contents_page(section_text(user, personas)):
+        dropped["table_of_contents"] = dropped.get("table_of_contents", 0) + 1
+        return True
+    return False
+
+
 # ----------------------------------------------------------------------------- main
 
 
-def output_path(path: Path, max_tokens: int) -> Path:
-    return path.with_name(f"{path.stem}_{max_tokens}.jsonl")
+def output_path(path: Path, max_tokens: int, out_dir: Path | None = None) -> Path:
+    """data/eli5.jsonl -> data/eli5_2048.jsonl, beside the input or in out_dir."""
+    return (out_dir or path.parent) / f"{path.stem}_{max_tokens}.jsonl"
 
 
 @dataclass(frozen=True)
 class Settings:
     inputs: list[Path]  # empty: data/{persona}.jsonl for every persona of the personas file
+    out_dir: Path | None  # None: beside each input
     personas_file: Path
     max_tokens: int
     tokenizer: str
@@ -277,6 +290,9 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="*",
         type=Path,
         help="chat JSONL files (default: data/{persona}.jsonl for every persona of --personas-file)",
+    )
+    p.add_argument(
+        "--out-dir", type=Path, help="where the trimmed files go (default: beside each input, as data/eli5_2048.jsonl)"
     )
     p.add_argument(
         "--personas-file", type=Path, default=DEFAULT_PERSONAS_FILE, help="persona definitions (default: personas.toml)"
@@ -311,13 +327,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def trim_file(path: Path, counter, args: Settings) -> tuple[str, int]:
+def trim_file(path: Path, counter, args: Settings, personas) -> tuple[str, int]:
     """Trim one file; its summary line and the number of rows kept."""
     dropped: dict[str, int] = {}
     lengths: list[int] = []
     rows = read_rows(path, args.skip_invalid, dropped, counter.find_special)
-    out = output_path(path, args.max_tokens)
-    kept = write_jsonl(out, trim_rows(rows, counter, args, dropped, lengths))
+    out = output_path(path, args.max_tokens, args.out_dir)
+    kept = write_jsonl(out, trim_rows(rows, counter, args, dropped, lengths, personas))
     lengths.sort()
     reasons = ", ".join(f"{n:,} {reason}" for reason, n in sorted(dropped.items())) or "none dropped"
     summary = (
@@ -336,19 +352,20 @@ def main(argv: list[str] | None = None) -> int:
     if not 0 <= args.min_kept <= 1:
         parser.error("--min-kept must be a share between 0 and 1")
     try:
-        inputs = args.inputs or [Path("data") / f"{p.name}.jsonl" for p in load_personas(args.personas_file)]
+        personas = load_personas(args.personas_file)
     except InputError as e:
         die(str(e))
+    inputs = args.inputs or [Path("data") / f"{p.name}.jsonl" for p in personas]
     missing = [str(p) for p in inputs if not p.exists()]
     if missing:
         die(f"input not found: {', '.join(missing)}. Run sdg.py first, or name the files to trim")
     if folders := [str(p) for p in inputs if p.is_dir()]:
         die(f"{folders[0]} is a folder, not a file: name the JSONL files to trim, such as data/eli5.jsonl")
     for path in inputs:
-        out = output_path(path, args.max_tokens)
-        if problem := unwritable(
-            out, str(path), fix="its output goes beside it: copy the input to a folder you can write to"
-        ):
+        out = output_path(path, args.max_tokens, args.out_dir)
+        fix = "pass --out-dir a folder you can write to"
+        fix = fix if args.out_dir else f"its output goes beside it: {fix}"
+        if problem := unwritable(out, "--out-dir" if args.out_dir else str(path), fix=fix):
             die(problem)
     started = time.monotonic()
     try:
@@ -356,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
         log.info("settings: max_tokens=%d tokenizer=%s overflow=%s", args.max_tokens, counter.name, args.overflow)
         empty = []
         for path in inputs:
-            summary, kept = trim_file(path, counter, args)
+            summary, kept = trim_file(path, counter, args, personas)
             print(summary)
             empty += [] if kept else [str(path)]
     except InputError as e:

@@ -70,6 +70,19 @@ def copy_share(answer: str, source: str, n: int) -> float:
     return len(covered) / total if total else 0.0
 
 
+# A table-of-contents line: a title, a leader of dots, a page number ("5.1 The algorithm . . . . . 29").
+CONTENTS_LINE = re.compile(r"(?:\.\s?){4,}\s*[\divxlc]+\s*$|(?:\.\s){3,}\s*[\divxlc]*\s*$", re.IGNORECASE)
+CONTENTS_FLAG = 0.5  # half of a section's lines are contents lines: it is a contents page, not text to explain
+
+
+def contents_page(text: str) -> bool:
+    """Whether a section is a table of contents: a teacher asked to explain one invents the paper behind the
+    titles. Step 1 never makes such a section; data from elsewhere can hold them (step 3 drops them)."""
+    lines = [line for line in text.splitlines() if line.strip()]
+    contents = sum(bool(CONTENTS_LINE.search(line)) for line in lines)
+    return contents >= 3 and contents >= CONTENTS_FLAG * len(lines)
+
+
 @functools.cache
 def _language_identifier():
     from py3langid.langid import MODEL_FILE, LanguageIdentifier

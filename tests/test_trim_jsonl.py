@@ -195,3 +195,16 @@ def test_truncation_that_keeps_too_little_of_the_section_drops_the_row(tmp_path,
     assert "1 kept (1 truncated_too_much)" in capsys.readouterr().out
     assert trim_jsonl.main([*args, "--min-kept", "0.05"]) == 0  # a user who accepts short cuts keeps it
     assert "2 kept (1 truncated (kept))" in capsys.readouterr().out
+
+
+def test_a_table_of_contents_row_is_dropped_and_counted_and_out_dir_takes_the_output(tmp_path, tiny_model, capsys):
+    """A teacher asked to explain a contents page invents the paper behind its titles: such rows (data from
+    another pipeline holds them; step 1 never makes them) are dropped, counted by reason. --out-dir writes the
+    output there, for inputs in a folder that is not ours to write to."""
+    contents = "\n\n".join(f"2.{i} A Section Title . . . . . . . . . . . . . . {i + 3}" for i in range(6))
+    rows = [chat_row("Explain this like I'm 5:\n" + PARAGRAPH), chat_row("Explain this like I'm 5:\n" + contents)]
+    inputs = write_rows(tmp_path / "in" / "eli5.jsonl", rows)
+    assert trim_jsonl.main([str(inputs), "--out-dir", str(tmp_path / "out"), "--tokenizer", str(tiny_model)]) == 0
+    assert "1 kept (1 table_of_contents)" in capsys.readouterr().out
+    assert read_rows(tmp_path / "out" / "eli5_2048.jsonl") == rows[:1]
+    assert not (tmp_path / "in" / "eli5_2048.jsonl").exists()

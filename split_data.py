@@ -215,6 +215,22 @@ def write_splits(path: Path, splits: dict[str, list[dict]]) -> Path:
     return folder
 
 
+def share_warnings(splits: dict[str, list], settings: "Settings", groups: int, unit: str) -> list[str]:
+    """A held-out split whose share of the rows is off its fraction by more than half of it, and why: groups,
+    not rows, are assigned, so few or unequal groups give shares far from the fractions asked for."""
+    total = sum(len(rows) for rows in splits.values())
+    warnings = []
+    for name, fraction in (("valid", settings.valid_fraction), ("test", settings.test_fraction)):
+        share = len(splits[name]) / total if total else 0.0
+        if fraction > 0 and abs(share - fraction) > fraction / 2:
+            warnings.append(
+                f"{name} holds {share:.0%} of the rows, not the {fraction:.0%} asked for: whole {unit} are assigned, "
+                f"and {groups:,} {unit} of unequal sizes cannot give that share; extract more papers, or change "
+                "--seed or the fractions"
+            )
+    return warnings
+
+
 def joins_text(joins: dict[str, int]) -> str:
     total = sum(joins.values())
     return f"{total:,} joins" + (f" ({', '.join(f'{n:,} {r}' for r, n in sorted(joins.items()))})" if total else "")
@@ -268,6 +284,8 @@ def split_files(inputs: list[Path], personas, settings: Settings) -> None:
                 f"both files. This file covers too few {unit}; generate more data or change --seed"
             )
         folder = write_splits(path, splits)
+        for warning in share_warnings(splits, settings, len(groups), unit):
+            log.warning("%s: %s", path, warning)
         group_of = {id(row): g for row, g in rows}
         counts = ", ".join(
             f"{name} {counted(len(splits[name]), 'row')} / "

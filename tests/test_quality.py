@@ -132,8 +132,8 @@ def test_noise_that_reads_as_no_language_is_rejected_as_unreadable(noise):
 @pytest.mark.parametrize(
     "text, is_contents",
     [
-        ("1.1 Preliminaries . . . . . . . . 2\n\n1.2 Technical Overview . . . . . . . 4\n\n1.3 Related Work . . . . 8", True),
-        ("**1**\n\n2.1 Invariants ......................... 6\n2.2 Controls ........ 7\n2.3 Operations ....... x", True),
+        ("1.1 Preliminaries . . . . . . . 2\n\n1.2 Technical Overview . . . . . 4\n\n1.3 Related Work . . . . 8", True),
+        ("**1**\n\n2.1 Invariants .................. 6\n2.2 Controls ........ 7\n2.3 Operations ....... x", True),
         ("We wait... and then it works. The cache fills . . . and empties.\nA plain second line of text.", False),
         ("1. First step.\n2. Second step.\n3. Third step.\n4. Fourth step.", False),  # a list, not contents
     ],

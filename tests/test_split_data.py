@@ -252,3 +252,23 @@ def test_a_newer_file_for_another_token_budget_is_warned_about(tmp_path, monkeyp
     os.utime(newer, (time.time() + 60, time.time() + 60))
     assert split_data.main([]) == 0
     assert "data/eli5_4096.jsonl is newer than the file read: pass --max-tokens" in caplog.text
+
+
+def test_a_held_out_share_far_from_its_fraction_is_warned_with_the_reason(tmp_path):
+    """3 papers at --valid-fraction 0.15: one whole paper, a third of the rows, goes to valid. Said, with why."""
+    paths = persona_files(tmp_path, papers=3)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "split_data.py"), str(paths[0]), "--valid-fraction", "0.15"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "valid holds 33% of the rows, not the 15% asked for: whole papers are assigned" in result.stderr
+    many = subprocess.run(
+        [sys.executable, str(ROOT / "split_data.py"), str(persona_files(tmp_path / "many", papers=40)[0])],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert many.returncode == 0 and "asked for" not in many.stderr, many.stderr  # 6 of 40 equal papers: 15%

@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed-$(shell cat requirements.txt requirements-ray.txt r
 PERSONAS_FILE ?= personas.toml
 STYLES = $(shell $(PYTHON) -m paper_personas.personas --personas-file $(PERSONAS_FILE))
 
-.PHONY: venv test lint smoke pipeline train bench clean
+.PHONY: venv test lint smoke pipeline train export bench clean
 
 venv: $(STAMP)
 $(STAMP): requirements.txt requirements-ray.txt requirements-dev.txt
@@ -81,6 +81,12 @@ train: $(STAMP)
 	    $(LAUNCH) $(TRAIN_CMD) --config $(CONFIG) --model "$(BASE)" \
 	    --data data/$${style}_$(BUDGET) --adapter-path adapters/$$style $(TRAIN_ARGS) || exit 1; \
 	done
+
+# Each persona's adapter fused into its base, as a folder (mlx_lm, Hugging Face), an fp16 GGUF (llama.cpp, LM Studio)
+# and an Ollama Modelfile, in exports/{persona}/ (paper_personas/export.py). MODEL= as for train; re-exports only
+# what changed.
+export: $(STAMP)
+	$(PY) -m paper_personas.export --personas-file $(PERSONAS_FILE) $(if $(MODEL),--model "$(MODEL)")
 
 # Benchmarks write the tables that BENCHMARKS.md quotes; they take several minutes each.
 bench: $(STAMP)

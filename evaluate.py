@@ -49,7 +49,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from paper_personas.cli import InputError, die, settings_from, setup_logging
+from paper_personas.cli import InputError, die, settings_from, setup_logging, stop_on_sigterm
 from paper_personas.files import (
     atomic_writer,
     other_budgets,
@@ -752,6 +752,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     settings = settings_from(Settings, parser.parse_args(argv))
     setup_logging(settings.verbose)
+    stop_on_sigterm()
     if not settings.systems and not settings.answers:
         parser.error("nothing to evaluate: give --systems, or --answers FILE")
     if settings.judge and not settings.yes and not sys.stdin.isatty():
@@ -778,6 +779,8 @@ def main(argv: list[str] | None = None) -> int:
         answers, losses = model_answers(settings, personas, held_out, journal)
     except InputError as e:
         die(str(e))
+    except KeyboardInterrupt:
+        die(f"interrupted: the answers made so far are kept in {journal.path}; rerun the same command to resume")
     answers |= outside
     losses |= outside_losses
     try:

@@ -50,7 +50,7 @@ from paper_personas.arxiv_client import (
     unknown_categories,
     versionless_id,
 )
-from paper_personas.cli import InputError, counted, die, settings_from, setup_logging
+from paper_personas.cli import InputError, counted, die, settings_from, setup_logging, stop_on_sigterm
 from paper_personas.extraction import extract_paper, limit_worker_threads
 from paper_personas.files import safe_filename, unwritable
 from paper_personas.store import Store, import_legacy, write_papers_json
@@ -440,16 +440,12 @@ def shown_settings(settings: Settings) -> dict:
     return {k: str(v) for k, v in vars(settings).items() if k not in skip}
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt  # SIGTERM ends the run as Ctrl-C does: finished papers are saved
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     settings = settings_from(Settings, parser.parse_args(argv))
     setup_logging(settings.verbose)
     check_settings(settings, parser)
-    signal.signal(signal.SIGTERM, _interrupt)
+    stop_on_sigterm()
     log.info("settings (%s): %s", "local PDFs" if settings.pdf_dir else "arXiv", shown_settings(settings))
     started = time.monotonic()
     store = Store(settings.out)

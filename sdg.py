@@ -37,7 +37,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ValidationError
 
-from paper_personas.cli import InputError, counted, die, settings_from, setup_logging
+from paper_personas.cli import InputError, counted, die, settings_from, setup_logging, stop_on_sigterm
 from paper_personas.files import (
     dump_jsonl_line,
     iter_jsonl,
@@ -83,6 +83,7 @@ log = logging.getLogger("sdg")
 
 # ----------------------------------------------------------------------------- constants
 
+HEARTBEAT_S = 2.0  # how often the progress bar is refreshed while no unit finishes
 SYSTEMIC_STREAK = 3  # the same non-retryable failure on this many units in a row is about the run, not the units
 # Gemini's block reasons, and OpenAI's content filter and refusal.
 BLOCK_REASONS = {"SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY", "LANGUAGE"} | {
@@ -265,8 +266,9 @@ class Writer:
     finishes, once per persona (a unit cut short by a kill is completed, never duplicated), and a failure is
     recorded with its reason. Counts go to `stats`, progress to the bar."""
 
-    def __init__(self, settings: Settings, personas, done: dict[str, set[str]], stats: Stats, progress):
+    def __init__(self, settings: Settings, personas, done: dict[str, set[str]], stats: Stats, progress, activity=dict):
         self.settings, self.personas, self.done, self.stats, self.progress = settings, personas, done, stats, progress
+        self.activity = activity  # what the teacher is doing now (a local model's tokens/s), for the bar
         out = settings.out_dir
         # Append-only logs, kept open for the run and closed in close(); each record is flushed as it is written.
         self.files = {p.name: open(out / f"{p.name}.jsonl", "a", encoding="utf-8") for p in personas}  # noqa: SIM115
@@ -303,7 +305,8 @@ class Writer:
         self.tick_postfix()
 
     def tick_postfix(self) -> None:
-        self.progress.set_postfix(done=self.stats.done, failed=self.stats.failed, retrying=self.stats.retrying)
+        counts = {"done": self.stats.done, "failed": self.stats.failed, "retrying": self.stats.retrying}
+        self.progress.set_postfix(counts | self.activity())
 
 
 class Generator:
@@ -391,15 +394,22 @@ class Generator:
                     break  # the same prompt is blocked again: do not pay to hear it twice
             self.writer.record_failure(unit, reason)
 
+    async def heartbeat(self) -> None:
+        """Refresh the bar while no unit finishes: a local model spends minutes on its first batch."""
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            self.writer.tick_postfix()
+
     async def run(self, units: list[Unit]) -> None:
         tasks = [asyncio.create_task(self.run_unit(u)) for u in units]
+        heartbeat = asyncio.create_task(self.heartbeat())
         try:
             for finished in asyncio.as_completed(tasks):
                 await finished
         finally:
-            for task in tasks:
+            for task in [*tasks, heartbeat]:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, heartbeat, return_exceptions=True)
 
 
 # ----------------------------------------------------------------------------- main
@@ -464,7 +474,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="thinking tokens; billed as output, and this task does not need them (default: %(default)s)",
     )
-    gen.add_argument("--temperature", type=float, default=0.7, help="(default: %(default)s)")
+    gen.add_argument(
+        "--temperature",
+        type=float,
+        default=0.7,
+        help="the teacher's sampling temperature: 0 = always its likeliest answer, higher = more varied wording; a "
+        "rejected answer is asked again, so some variety helps (default: %(default)s)",
+    )
     gen.add_argument(
         "--max-output-tokens",
         type=int,
@@ -680,6 +696,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     settings = with_teacher_defaults(settings_from(Settings, parser.parse_args(argv)))
     setup_logging(settings.verbose)
+    stop_on_sigterm()
     try:
         personas = load_personas(settings.personas_file)
     except InputError as e:
@@ -752,10 +769,13 @@ def generate_all(settings: Settings, personas, teacher: Teacher, units: list[Uni
     except FatalAPIError as e:
         outcome = f"stopped: {e}"
         left = len(pending) - stats.done - stats.failed
-        stop_message = (
-            f"{e}\nStopped after {stats.requests:,} requests (${stats.cost(settings):.4f}): {stats.done:,} units "
-            f"done this run, {left:,} not attempted. " + (teacher.quota_hint if e.quota else teacher.fix_hint)
+        spent = (
+            f"Stopped after {stats.requests:,} requests (${stats.cost(settings):.4f}): {stats.done:,} units done "
+            f"this run, {left:,} not attempted."
+            if stats.requests
+            else "Nothing was sent."
         )
+        stop_message = f"{e}\n{spent} " + (teacher.quota_hint if e.quota else teacher.fix_hint)
     orphaned = reconcile(settings.out_dir, personas, {u.key for u in units})
     write_json(stats_path, ledger([*runs, run_record(settings, stats, outcome, len(units), len(pending), orphaned)]))
     if stop_message:
@@ -782,8 +802,9 @@ def generate_all(settings: Settings, personas, teacher: Teacher, units: list[Uni
 async def generate(units: list[Unit], settings: Settings, personas, teacher: Teacher, done, stats) -> None:
     from tqdm import tqdm
 
+    teacher.prepare()  # a local model is loaded before the first unit: a failure here sent and counted nothing
     with tqdm(total=len(units), desc="generate", unit="unit") as progress:
-        writer = Writer(settings, personas, done, stats, progress)
+        writer = Writer(settings, personas, done, stats, progress, teacher.activity)
         try:
             await Generator(teacher, settings, personas, writer).run(units)
         finally:

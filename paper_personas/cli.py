@@ -4,6 +4,7 @@ shown without a traceback, and logging to stderr."""
 import dataclasses
 import logging
 import os
+import signal
 import sys
 
 
@@ -19,6 +20,18 @@ def settings_from(cls, args):
 
 class InputError(Exception):
     """Bad input a user can fix. The message names the file, the line and the fix; it is shown without a traceback."""
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM (a `kill`, a scheduler ending a job) ends a run as Ctrl-C does: finished work is saved, the run's
+    bookkeeping is written and the message says how to resume, instead of dying with nothing said."""
+
+    def interrupt(signum, frame):
+        signal.raise_signal(signal.SIGINT)  # whatever Ctrl-C does now (asyncio.run cancels its task first)
+
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:  # a job started in the background: no one can type
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C, and SIGTERM must not be ignored too
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def die(message: str) -> None:

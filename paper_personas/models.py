@@ -34,6 +34,17 @@ def default_model_help(config: Path = REPO_CONFIG) -> str:
         return "base model (default: the model adapter_config.json trains)"
 
 
+def local_path_problem(model: str) -> str | None:
+    """Why `model`, written as a local path, is no model folder; None for a folder with config.json or a name
+    that is not a path (a Hugging Face id, owner/name)."""
+    path = Path(model).expanduser()
+    if path.exists():
+        return None if (path / "config.json").is_file() else f"{model} has no config.json: not a model folder"
+    if model.startswith((".", "/", "~")) or model.count("/") != 1:
+        return f"{model}: no such folder, and not a Hugging Face id (owner/name)"
+    return None
+
+
 def same_model(trained_on: str, model: str) -> bool:
     """Whether two model names are one model: a local folder given relatively or absolutely is the same folder
     (mlx_lm.lora records the path as it was given; a relative one is read from here); a hub id is an id."""

@@ -30,10 +30,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from paper_personas.blas import preload_env, signal_name, use_fast_blas
-from paper_personas.cli import InputError, die
+from paper_personas.cli import InputError, die, stop_on_sigterm
 from paper_personas.files import safetensors_complete, write_json
+from paper_personas.models import ADAPTER_FILE, local_path_problem
 
-ADAPTERS = "adapters.safetensors"
 LAST = "last_adapters.safetensors"
 BEST = "best.json"
 CHECKPOINT = re.compile(r"^(\d{7})_adapters\.safetensors$")  # mlx_lm's "{step:07d}_adapters.safetensors"
@@ -51,12 +51,11 @@ def model_problem(model: str) -> str | None:
     """Why mlx_lm could not load `model` here, or None: a local folder must hold config.json; a Hugging Face id
     must be in the local cache or the hub must be reachable (mlx_lm downloads gigabytes before it reads any data,
     and offline it ends in a long traceback)."""
-    path = Path(model).expanduser()
     local = "make train MODEL=path/to/a/local/model, or pass --model the folder"
-    if path.exists():
-        return None if (path / "config.json").is_file() else f"{model} has no config.json: not a model folder"
-    if model.startswith((".", "/", "~")) or model.count("/") != 1:
-        return f"{model}: no such folder, and not a Hugging Face id (owner/name); {local}"
+    if problem := local_path_problem(model):
+        return f"{problem}; {local}"
+    if Path(model).expanduser().exists():
+        return None
     from huggingface_hub import try_to_load_from_cache
 
     if isinstance(try_to_load_from_cache(model, "config.json"), str):
@@ -159,13 +158,13 @@ def keep_best(folder: Path, watch: Watch, stopped_early: bool) -> dict:
         shutil.copyfile(files[last_step], folder / LAST)
     else:  # its final save, after the last iteration, is adapters.safetensors
         last_step = int(config["iters"])
-        shutil.copyfile(folder / ADAPTERS, folder / LAST)
+        shutil.copyfile(folder / ADAPTER_FILE, folder / LAST)
         files[last_step] = folder / LAST
     losses = measure(config, files)
     best = best_of(losses)
-    tmp = folder / f".{ADAPTERS}.tmp"
+    tmp = folder / f".{ADAPTER_FILE}.tmp"
     shutil.copyfile(files[best], tmp)
-    os.replace(tmp, folder / ADAPTERS)
+    os.replace(tmp, folder / ADAPTER_FILE)
     record = {
         "step": best,
         "val_loss": losses[best],
@@ -185,18 +184,10 @@ def clear_previous(folder: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def train(command: list[str], folder: Path, patience: int) -> int:
-    """Run mlx_lm's training command, showing its output as it comes; stop it early when asked; keep the best."""
-    folder.mkdir(parents=True, exist_ok=True)
-    clear_previous(folder)
-    watch, stopped_early = Watch(patience), False
-    env = {**os.environ, **preload_env(), "PYTHONUNBUFFERED": "1"}
-    if env.get("WANDB_MODE") == "offline":
-        env.setdefault("WANDB_SILENT", "true")  # six lines per run, a git warning among them; the run is kept
-    try:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    except OSError as e:
-        raise InputError(f"cannot run {command[0]}: {e.strerror}; is the venv set up (make venv)?") from None
+def follow(process: subprocess.Popen, watch: Watch, patience: int) -> bool:
+    """Show the trainer's output as it comes and read its reports; stop it early when the watch says so.
+    Returns whether it was stopped early."""
+    stopped_early = False
     for line in process.stdout:
         if stopped_early:
             continue  # its KeyboardInterrupt traceback: the stop was ours
@@ -208,7 +199,29 @@ def train(command: list[str], folder: Path, patience: int) -> int:
             print(f"early stop: {patience} evaluations without a lower validation loss", flush=True)
             # SIGINT, not SIGTERM: Python takes it between bytecodes, so a checkpoint being saved is saved whole.
             process.send_signal(signal.SIGINT)
-    code = process.wait()
+    process.wait()
+    return stopped_early
+
+
+def train(command: list[str], folder: Path, patience: int) -> int:
+    """Run mlx_lm's training command, showing its output as it comes; stop it early when asked; keep the best."""
+    folder.mkdir(parents=True, exist_ok=True)
+    clear_previous(folder)
+    watch = Watch(patience)
+    env = {**os.environ, **preload_env(), "PYTHONUNBUFFERED": "1"}
+    if env.get("WANDB_MODE") == "offline":
+        env.setdefault("WANDB_SILENT", "true")  # six lines per run, a git warning among them; the run is kept
+    try:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    except OSError as e:
+        raise InputError(f"cannot run {command[0]}: {e.strerror}; is the venv set up (make venv)?") from None
+    try:
+        stopped_early = follow(process, watch, patience)
+    finally:
+        if process.poll() is None:  # Ctrl-C or SIGTERM here: the trainer stops too, not left running alone
+            process.send_signal(signal.SIGINT)
+            process.wait()
+    code = process.returncode
     if stopped_early and not checkpoints(folder):
         raise InputError("stopped early before mlx_lm saved a checkpoint: set save_every to steps_per_eval")
     if code != 0 and not stopped_early:
@@ -217,7 +230,7 @@ def train(command: list[str], folder: Path, patience: int) -> int:
     record = keep_best(folder, watch, stopped_early)
     print(
         f"{folder}: kept step {record['step']:,} of {record['last_step']:,} (val loss {record['val_loss']:.3f}; "
-        f"last step {record['val_loss_by_step'][str(record['last_step'])]:.3f}) -> {folder / ADAPTERS}"
+        f"last step {record['val_loss_by_step'][str(record['last_step'])]:.3f}) -> {folder / ADAPTER_FILE}"
     )
     return 0
 
@@ -233,6 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         "--patience", type=int, default=0, help="stop after N evaluations without improvement; 0 = never (default 0)"
     )
     args = parser.parse_args(own)
+    stop_on_sigterm()
     if args.check_model is not None:
         if problem := model_problem(args.check_model):
             die(f"the base model: {problem}")

@@ -122,13 +122,15 @@ def build_smollm2(out: str | Path) -> Path:
     return out
 
 
-def convert(out: Path) -> None:
+def convert(out: Path, source: Path | None = None) -> None:
+    """A llama GGUF (the wheel's SmolLM2 by default) as a folder mlx_lm loads. The tests also read back the GGUF
+    that paper_personas.export writes through here: a reader that never saw the writer's code."""
     import mlx.core as mx
     from gguf import GGUFReader
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.json").unlink(missing_ok=True)  # written last: its presence says the weights are in place
-    reader = GGUFReader(gguf_path())
+    reader = GGUFReader(source or gguf_path())
     heads, kv_heads = (
         int(field(reader, "llama.attention.head_count")),
         int(field(reader, "llama.attention.head_count_kv")),

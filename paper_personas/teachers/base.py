@@ -217,6 +217,14 @@ class Teacher:
         when the teacher runs in this process)."""
         return unreachable(self.url) if self.remote and self.url else None
 
+    def prepare(self) -> None:
+        """What must be ready before the first request (a local model, loaded); raises FatalAPIError if it cannot
+        be, before anything is sent or counted."""
+
+    def activity(self) -> dict[str, str]:
+        """What the teacher is doing now, for the progress bar (a local model's tokens per second)."""
+        return {}
+
     async def ask(self, system: str, text: str, schema) -> Reply:
         raise NotImplementedError
 

@@ -5,6 +5,7 @@ import json
 from dataclasses import dataclass
 
 from paper_personas.blas import use_fast_blas
+from paper_personas.models import local_path_problem
 from paper_personas.teachers.base import MIN_STRING_CHARS, FatalAPIError, Reply, Teacher, TeacherOptions, Usage
 
 # ----------------------------------------------------------------------------- mlx: a local model, no key
@@ -128,6 +129,7 @@ class MLXTeacher(Teacher):
         self.running: dict[int, Sequence] = {}
         self.driver = None
         self.grammars: dict[object, str] = {}
+        self.generated, self.started = 0, None  # tokens decoded, and since when: the progress bar's tokens/s
 
     def problem(self) -> str | None:
         if not self.options.model:
@@ -135,18 +137,23 @@ class MLXTeacher(Teacher):
             return f"{flags.teacher} mlx needs {flags.model}: an mlx_lm model folder or Hugging Face id"
         return None
 
-    def load(self) -> None:
-        """Load the model and its tokenizer for llguidance (once, on first use)."""
+    def prepare(self) -> None:
+        """Load the model and its tokenizer for llguidance, once, before the first unit."""
+        if self.model is not None:
+            return
         use_fast_blas()  # before mlx is imported
         import llguidance.hf
         import mlx_lm
         from mlx_lm.generate import BatchGenerator
         from mlx_lm.sample_utils import make_sampler
 
+        model = self.options.model
+        if local_path_problem(model):
+            raise FatalAPIError(f"cannot load {model!r} with mlx_lm: {local_path_problem(model)}")
         try:
-            self.model, self.tokenizer = mlx_lm.load(self.options.model)
-        except Exception as e:  # a missing folder, no network for a hub id, an unsupported architecture
-            raise FatalAPIError(f"cannot load {self.options.model!r} with mlx_lm: {type(e).__name__}: {e}") from e
+            self.model, self.tokenizer = mlx_lm.load(model)
+        except Exception as e:  # no network for a hub id, an unsupported architecture, a broken folder
+            raise FatalAPIError(f"cannot load {model!r} with mlx_lm: {type(e).__name__}: {e}") from e
         hf_tokenizer = self.tokenizer._tokenizer
         # The mask must cover every logit: the model's output layer can be larger than the tokenizer's vocabulary.
         self.eos_ids = sorted(self.tokenizer.eos_token_ids)
@@ -188,8 +195,7 @@ class MLXTeacher(Teacher):
     async def ask(self, system: str, text: str, schema) -> Reply:
         import asyncio
 
-        if self.model is None:
-            self.load()
+        self.prepare()
         prompt = self.prompt(system, text)
         constraint = SchemaConstraint(self.lltokenizer, self.grammar(schema), self.n_vocab, self.eos_ids)
         (uid,) = self.generator.insert([prompt], logits_processors=[[constraint]])
@@ -226,6 +232,15 @@ class MLXTeacher(Teacher):
                     sequence.future.set_exception(e)
             self.running.clear()
 
+    def activity(self) -> dict[str, str]:
+        import time
+
+        if not self.running and not self.generated:
+            return {}
+        self.started = self.started or time.monotonic()
+        seconds = max(time.monotonic() - self.started, 1e-9)
+        return {"in_flight": str(len(self.running)), "tok/s": f"{self.generated / seconds:.1f}"}
+
     async def decode(self) -> None:
         import asyncio
 
@@ -234,6 +249,7 @@ class MLXTeacher(Teacher):
                 sequence = self.running.get(response.uid)
                 if sequence is None:
                     continue
+                self.generated += 1
                 if response.finish_reason != "stop":  # the stop token itself is not part of the answer
                     sequence.tokens.append(response.token)
                 if response.finish_reason:

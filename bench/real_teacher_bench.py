@@ -1,0 +1,219 @@
+"""Does an adapter beat prompting the base model? Steps 3-5 and evaluate.py on what a real teacher wrote: the
+rows Gemini 2.5 Flash made for the original pipeline (../shared/teacher-rows, read by path, never copied), with
+SmolLM2-135M-Instruct as the base model, on a CPU.
+
+    $ python bench/real_teacher_bench.py --rows ../shared/teacher-rows            # about 2 hours on 2 cores
+    $ python bench/real_teacher_bench.py --rows ../shared/teacher-rows --personas eli5   # one persona
+    $ python bench/real_teacher_bench.py ... --fresh                               # redo what an earlier run made
+
+Every step runs as a user runs it, as a command: trim_jsonl.py with the base model's tokenizer, split_data.py by
+paper (train / valid for choosing the checkpoint / test for evaluate.py: whole papers held out), `make train`'s
+step 5 (paper_personas.training around mlx_lm lora, with --config), and evaluate.py's three systems (base,
+prompted base, adapter) on the test papers. A rerun reuses what is still current: trimmed and split files, an
+adapter newer than its data and config, answers in evaluate.py's journal.
+
+--seed auto takes the first split seed, from 0, at which every persona has at least --min-test test rows, 8 valid
+rows and half its rows in train: a rule on sizes alone, fixed before any adapter is trained (12 papers of very
+unequal sizes cannot give those from every seed).
+
+Writes .bench/teacher/ (data, adapters, reports) and report.md there; prints the report.
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+from real_model import CACHE, build_smollm2  # noqa: E402
+
+from paper_personas.blas import use_fast_blas  # noqa: E402
+from paper_personas.personas import load_personas  # noqa: E402
+
+WORK = ROOT / ".bench" / "teacher"
+SPLIT_COUNTS = re.compile(r"(train|valid|test) ([\d,]+) rows? / ([\d,]+) papers?")
+
+
+def run(cmd: list, log: list[str], env: dict | None = None, echo: bool = False) -> str:
+    """One command as a user runs it, from the repository's root; its output, or exit with it on failure."""
+    started = time.monotonic()
+    shown = " ".join(str(c).replace(str(ROOT) + "/", "") for c in cmd)
+    print(f"$ {shown}", file=sys.stderr, flush=True)
+    process = subprocess.Popen(
+        [str(c) for c in cmd], cwd=ROOT, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    lines = []
+    for line in process.stdout:
+        lines.append(line)
+        if echo:
+            sys.stderr.write(line)
+    output = "".join(lines)
+    if process.wait() != 0:
+        sys.exit(f"error: {shown} exited {process.returncode}:\n{output[-4000:]}")
+    log.append(f"$ {shown}  ({time.monotonic() - started:,.0f} s)")
+    return output
+
+
+def cpu() -> str:
+    """The CPU's name, as lscpu says it, for every figure reported."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
+    except (OSError, StopIteration):
+        return platform.processor() or "unknown CPU"
+
+
+def shown(path: Path) -> str:
+    """A path as typed at the repository's root."""
+    return str(path.relative_to(ROOT)) if path.resolve().is_relative_to(ROOT) else str(path)
+
+
+def newer(output: Path, *inputs: Path) -> bool:
+    return output.exists() and all(output.stat().st_mtime >= p.stat().st_mtime for p in inputs)
+
+
+def split_sizes(output: str) -> dict[str, dict[str, tuple[int, int]]]:
+    """split_data.py's lines, as {file stem: {split: (rows, papers)}}."""
+    sizes = {}
+    for line in output.splitlines():
+        if " -> " in line and ": " in line:
+            stem = Path(line.split(": ", 1)[0]).stem
+            sizes[stem] = {
+                m[1]: (int(m[2].replace(",", "")), int(m[3].replace(",", ""))) for m in SPLIT_COUNTS.finditer(line)
+            }
+    return sizes
+
+
+def good_split(sizes: dict, min_test: int) -> bool:
+    return all(
+        s.get("test", (0, 0))[0] >= min_test
+        and s.get("valid", (0, 0))[0] >= 8
+        and s.get("train", (0, 0))[0] >= sum(rows for rows, _ in s.values()) / 2
+        for s in sizes.values()
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=Path, default=ROOT.parent / "shared" / "teacher-rows", help="{persona}.jsonl")
+    parser.add_argument("--personas", nargs="+", help="which personas to train and evaluate (default: all)")
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "smollm2-135m.json", help="mlx_lm config")
+    parser.add_argument("--overflow", default="truncate", choices=["drop", "truncate"], help="trim_jsonl.py's")
+    parser.add_argument("--valid-fraction", type=float, default=0.2, help="share of papers (default 0.2)")
+    parser.add_argument("--test-fraction", type=float, default=0.3, help="share of papers (default 0.3)")
+    parser.add_argument("--seed", default="auto", help="split seed, or auto (see above)")
+    parser.add_argument("--min-test", type=int, default=30, help="--seed auto: test rows per persona (default 30)")
+    parser.add_argument("--patience", type=int, default=0, help="make train's PATIENCE (default 0)")
+    parser.add_argument("--max-tokens", type=int, default=400, help="evaluate.py's answer length (default 400)")
+    parser.add_argument("--batch-size", type=int, default=16, help="evaluate.py's --batch-size (default 16)")
+    parser.add_argument("--work", type=Path, default=WORK, help=f"(default: {WORK.relative_to(ROOT)})")
+    parser.add_argument("--fresh", action="store_true", help="retrain and regenerate what an earlier run made")
+    parser.add_argument("--train-only", action="store_true", help="steps 3-5 only: a recipe search on val loss")
+    args = parser.parse_args()
+    started = time.monotonic()
+    all_personas = [p.name for p in load_personas()]
+    personas = args.personas or all_personas
+    config = json.loads(args.config.read_text())
+    budget, py, model = config["max_seq_length"], sys.executable, build_smollm2(CACHE)
+    data, adapters, reports = args.work / "data", args.work / "adapters", args.work / "reports"
+    log: list[str] = []
+    report = [
+        f"CPU: {cpu()} ({os.cpu_count()} cores); BLAS: {use_fast_blas()}",
+        f"Base model: SmolLM2-135M-Instruct, float32 ({model.relative_to(ROOT)}); rows: {args.rows} (Gemini 2.5 "
+        "Flash, the original pipeline's data)",
+        "",
+    ]
+
+    # ----------------------------------------------------------------------------- step 3: trim
+    # All personas, always: step 4 assigns papers over every persona's rows at once.
+    inputs = [args.rows / f"{p}.jsonl" for p in all_personas]
+    trimmed = [data / f"{p}_{budget}.jsonl" for p in all_personas]
+    if args.fresh or not all(newer(t, i) for t, i in zip(trimmed, inputs, strict=True)):
+        out = run(
+            [py, "trim_jsonl.py", *inputs, "--out-dir", data, "--tokenizer", model, "--max-tokens", budget]
+            + ["--overflow", args.overflow],
+            log,
+        )
+        (args.work / "trim.txt").write_text(out)
+    trim_lines = [line for line in (args.work / "trim.txt").read_text().splitlines() if " kept " in line]
+    report += [f"## Step 3: trim to {budget:,} tokens (SmolLM2's chat template), --overflow {args.overflow}", ""]
+    report += [f"    {line.split(' -> ')[0]}" for line in trim_lines] + [""]
+
+    # ----------------------------------------------------------------------------- step 4: split by paper
+    split_cmd = [py, "split_data.py", *trimmed, "--valid-fraction", args.valid_fraction]
+    split_cmd += ["--test-fraction", args.test_fraction]
+    seeds = range(100) if args.seed == "auto" else [int(args.seed)]
+    for seed in seeds:
+        out = run([*split_cmd, "--seed", seed], log)
+        if good_split(split_sizes(out), args.min_test) or args.seed != "auto":
+            break
+    else:
+        sys.exit(f"error: no seed below 100 gives every persona {args.min_test} test rows")
+    sizes = split_sizes(out)
+    report += [f"## Step 4: split by paper, seed {seed} ({'--seed auto' if args.seed == 'auto' else 'given'})", ""]
+    report += [f"    {line.split(' -> ')[0]}" for line in out.splitlines() if " -> " in line] + [""]
+
+    # ----------------------------------------------------------------------------- step 5: train
+    settings = {k: config[k] for k in ("learning_rate", "iters", "batch_size", "num_layers", "lora_parameters")}
+    settings |= {k: config[k] for k in ("max_seq_length", "steps_per_eval", "mask_prompt", "grad_checkpoint")}
+    report += [f"## Step 5: `make train CONFIG={shown(args.config)}` (PATIENCE={args.patience})", ""]
+    report += [f"    {json.dumps(settings)}", ""]
+    report += ["| persona | train rows | val loss at each evaluation (steps: loss) | kept step | kept val loss | "
+               "training tokens/s (median) | time |", "|---|---:|---|---:|---:|---:|---:|"]  # fmt: skip
+    for persona in personas:
+        folder, split = adapters / persona, data / f"{persona}_{budget}"
+        took = "reused"
+        if args.fresh or not newer(folder / "best.json", split / "train.jsonl", args.config):
+            t0 = time.monotonic()
+            run(
+                [py, "-m", "paper_personas.training", "--adapter-path", folder, "--patience", args.patience, "--"]
+                + [py, "-m", "mlx_lm", "lora", "--config", args.config, "--model", model, "--data", split]
+                + ["--adapter-path", folder],
+                log,
+                env={"WANDB_MODE": "offline"},
+                echo=True,
+            )
+            took = f"{time.monotonic() - t0:,.0f} s"
+        best = json.loads((folder / "best.json").read_text())
+        curve = ", ".join(f"{k}: {v:.3f}" for k, v in best["val_loss_by_step"].items())
+        speed = statistics.median(best["training_tokens_per_s"]) if best["training_tokens_per_s"] else float("nan")
+        report.append(
+            f"| {persona} | {sizes[f'{persona}_{budget}']['train'][0]} | {curve} | {best['step']} of "
+            f"{best['last_step']} | {best['val_loss']:.3f} | {speed:,.0f} | {took} |"
+        )
+    report.append("")
+
+    # ----------------------------------------------------------------------------- evaluate.py on the test papers
+    if args.train_only:
+        print("\n".join(report))
+        return 0
+    t0 = time.monotonic()
+    out = run(
+        [py, "evaluate.py", "--model", model, "--adapters", adapters, "--data", data, "--personas", *personas]
+        + ["--max-seq-length", budget, "--limit", "0", "--max-tokens", args.max_tokens]
+        + ["--batch-size", args.batch_size, "--out", reports],
+        log,
+        echo=True,
+    )
+    report += [f"## evaluate.py on the test papers ({time.monotonic() - t0:,.0f} s)", ""]
+    report += [line for line in out.splitlines() if "adapter vs prompted base" in line] + [""]
+    report += [(reports / "eval.md").read_text(), ""]
+    report += ["## Commands", "", *[f"    {line}" for line in log], ""]
+    report += [f"Whole bench: {(time.monotonic() - started) / 60:,.1f} min on {cpu()}."]
+    text = "\n".join(report)
+    (args.work / "report.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

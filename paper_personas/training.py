@@ -146,12 +146,6 @@ def keep_best(folder: Path, watch: Watch, stopped_early: bool) -> dict:
     """Measure every checkpoint, put the best in adapters.safetensors (mlx_lm's last weights stay in
     last_adapters.safetensors) and record it in best.json; return the record."""
     config = json.loads((folder / "adapter_config.json").read_text())
-    if config.get("save_every") != config.get("steps_per_eval"):
-        print(
-            f"note: save_every {config.get('save_every')} differs from steps_per_eval {config.get('steps_per_eval')}: "
-            "the best is chosen among the saved checkpoints only",
-            file=sys.stderr,
-        )
     files = checkpoints(folder)
     if stopped_early:  # mlx_lm's last save was its last numbered checkpoint
         last_step = max(files)

@@ -176,36 +176,41 @@ def read_done_keys(out_dir: Path, personas: tuple[Persona, ...], repair: bool = 
     return done
 
 
-def reconcile(out_dir: Path, personas: tuple[Persona, ...], current: set[str]) -> dict[str, int]:
-    """Make each persona file hold exactly one row per current unit. Rows whose unit is no longer in papers.json
-    (a paper removed, a section edited) and second copies of a key move to sdg_orphans.jsonl, kept and never
-    deleted; keys of an older spelling are rewritten. A persona file is replaced atomically, after its orphans
-    are safely appended."""
+def reconcile(out_dir: Path, personas: tuple[Persona, ...], current: list[str]) -> dict[str, int]:
+    """Make each persona file hold exactly one row per current unit, in the units' order (papers.json's), whatever
+    order they finished in, so a rerun gives identical bytes. Rows whose unit is no longer in papers.json (a paper
+    removed, a section edited) and second copies of a key move to sdg_orphans.jsonl, kept and never deleted; keys
+    of an older spelling are rewritten. A persona file is replaced atomically, after its orphans are safely
+    appended."""
+    rank = {key: i for i, key in enumerate(current)}
     moved = {"stale": 0, "duplicate": 0}
     for persona in personas:
         path = out_dir / f"{persona.name}.jsonl"
         if not path.exists():
             continue
-        seen, orphans, rekeyed = set(), [], 0
+        seen, orphans, rekeyed, order = set(), [], 0, []
         for _, row, _ in iter_jsonl(path):  # every line was checked by read_done_keys
             key = canonical_key(row["meta"]["key"])
-            reason = "stale" if key not in current else "duplicate" if key in seen else None
+            reason = "stale" if key not in rank else "duplicate" if key in seen else None
             if reason:
                 orphans.append({"persona": persona.name, "reason": reason, "row": row})
                 moved[reason] += 1
+            else:
+                order.append(rank[key])
             seen.add(key)
             rekeyed += key != row["meta"]["key"]
-        if not orphans and not rekeyed:
+        if not orphans and not rekeyed and order == sorted(order):
             continue
-        with open(out_dir / "sdg_orphans.jsonl", "a", encoding="utf-8") as f:
-            f.writelines(dump_jsonl_line(o) for o in orphans)
-            f.flush()
-            os.fsync(f.fileno())
-        write_jsonl(path, kept_rows(path, current))
+        if orphans:
+            with open(out_dir / "sdg_orphans.jsonl", "a", encoding="utf-8") as f:
+                f.writelines(dump_jsonl_line(o) for o in orphans)
+                f.flush()
+                os.fsync(f.fileno())
+        write_jsonl(path, sorted(kept_rows(path, rank), key=lambda row: rank[row["meta"]["key"]]))
     return moved
 
 
-def kept_rows(path: Path, current: set[str]):
+def kept_rows(path: Path, current):
     """The rows of a persona file that reconcile() keeps, first copy of each current key, keys respelled."""
     seen = set()
     for _, row, _ in iter_jsonl(path):
@@ -776,7 +781,7 @@ def generate_all(settings: Settings, personas, teacher: Teacher, units: list[Uni
             else "Nothing was sent."
         )
         stop_message = f"{e}\n{spent} " + (teacher.quota_hint if e.quota else teacher.fix_hint)
-    orphaned = reconcile(settings.out_dir, personas, {u.key for u in units})
+    orphaned = reconcile(settings.out_dir, personas, [u.key for u in units])
     write_json(stats_path, ledger([*runs, run_record(settings, stats, outcome, len(units), len(pending), orphaned)]))
     if stop_message:
         die(stop_message)

@@ -63,6 +63,9 @@ def _textbox(page, rect, text, **kwargs) -> float:
     return rect.y1 - spare
 
 
+FIXED_DATES = {"creationDate": "D:20240101000000Z", "modDate": "D:20240101000000Z"}
+
+
 def make_paper_pdf(title: str, topic: str = "Hash tables") -> bytes:
     """A 2-page paper: title, authors, abstract and a figure across the top, four numbered sections in two
     columns, then a references page."""
@@ -85,8 +88,9 @@ def make_paper_pdf(title: str, topic: str = "Hash tables") -> bytes:
     page.insert_text((72, 80), "References", fontsize=12, fontname="hebo")
     refs = "[1] D. Knuth. The Art of Computer Programming. 1968.\n[2] E. Codd. A Relational Model. 1970."
     _textbox(page, pymupdf.Rect(72, 90, 540, 200), refs, fontsize=9)
-    doc.set_metadata({"title": title, "author": "Ada Lovelace, Alan Turing"})
-    data = doc.tobytes()
+    # Fixed dates and no random file id: the same paper is the same bytes, so a smoke run's outputs are too.
+    doc.set_metadata({"title": title, "author": "Ada Lovelace, Alan Turing"} | FIXED_DATES)
+    data = doc.tobytes(no_new_id=True)
     doc.close()
     return data
 

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from paper_personas.cli import InputError, die, settings_from, setup_logging, stop_on_sigterm
+from paper_personas.cli import InputError, add_budget_flag, die, run, settings_from, setup_logging, stop_on_sigterm
 from paper_personas.files import atomic_writer, read_json, safe_filename, unwritable, write_json
 from paper_personas.journal import AnswerJournal, file_identity, fingerprint
 from paper_personas.models import (
@@ -39,6 +39,7 @@ from paper_personas.models import (
 )
 from paper_personas.personas import DEFAULT_FILE as DEFAULT_PERSONAS_FILE
 from paper_personas.personas import Persona, load_personas, select
+from paper_personas.store import read_papers
 from paper_personas.tokens import MAX_TOKENS, count_tokens, load_tokenizer
 from paper_personas.units import Unit, build_units, chunk_budget
 
@@ -63,7 +64,7 @@ class Settings:
     temperature: float
     batch_size: int
     tokenizer: str
-    chunk_max_tokens: int
+    max_seq_length: int
     papers: Path
     papers_dir: Path
     api_url: str
@@ -75,18 +76,13 @@ class Settings:
 
 
 def paper_from_json(papers_json: Path, paper_id: str) -> dict:
-    data = read_json(papers_json, "papers.json", "run paperExtractor.py first, or use --id / --pdf")
-    shape = 'step 1\'s papers.json, {"papers": [{"id": ..., "sections": [...]}, ...]}'
-    if not isinstance(data, dict) or not isinstance(data.get("papers"), list):
-        raise InputError(f"{papers_json}: expected {shape}; pass --papers the file paperExtractor.py wrote")
-    for index, paper in enumerate(data["papers"]):
-        if not isinstance(paper, dict) or not isinstance(paper.get("id"), str):
-            raise InputError(f'{papers_json}: papers[{index}] is not a paper record with an "id"; expected {shape}')
-        if paper["id"] == paper_id:
-            if not isinstance(paper.get("sections"), list):
-                raise InputError(f'{papers_json}: papers[{index}] ({paper_id}) has no "sections" list; rerun step 1')
-            return paper
-    raise InputError(f"paper {paper_id!r} is not in {papers_json}; use --id to fetch it from arXiv")
+    papers, _ = read_papers(papers_json, "pass --papers the file paperExtractor.py wrote, or use --id / --pdf")
+    paper = next((p for p in papers if p["id"] == paper_id), None)
+    if paper is None:
+        raise InputError(f"paper {paper_id!r} is not in {papers_json}; use --id to fetch it from arXiv")
+    if not paper.get("sections"):
+        raise InputError(f"{papers_json}: paper {paper_id!r} has no sections; rerun step 1 on it")
+    return paper
 
 
 def run_step1(step1_args: list[str], papers_dir: Path) -> dict:
@@ -242,8 +238,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--tokenizer", default="cl100k_base", help="chunk sizing, as sdg.py --tokenizer (default: %(default)s)"
     )
-    p.add_argument(
-        "--chunk-max-tokens", type=int, default=MAX_TOKENS, help="as sdg.py --max-tokens (default: %(default)s)"
+    add_budget_flag(
+        p,
+        MAX_TOKENS,
+        "the row budget the adapters were trained at: sections are chunked to fit it, as sdg.py does",
+        old_name="--chunk-max-tokens",
     )
     p.add_argument("--papers", type=Path, default=Path("papers.json"), help="for --paper (default: %(default)s)")
     p.add_argument("--papers-dir", type=Path, default=Path("papers"), help="downloads (default: %(default)s)")
@@ -271,21 +270,18 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(settings.verbose)
     stop_on_sigterm()
     if problem := unwritable(settings.out or DEFAULT_OUT_DIR, "--out", folder=settings.out is None):
-        die(problem)
+        raise InputError(problem)
     started = time.monotonic()
-    try:
-        personas = select(load_personas(settings.personas_file), settings.personas, settings.personas_file)
-        settings = dataclasses.replace(
-            settings, model=settings.model or default_model(), personas=[p.name for p in personas]
-        )
-        configs = adapter_configs(settings.adapters, settings.personas, settings.model)
-        paper = load_paper(settings)
-        units = paper_units(paper, personas, settings.tokenizer, settings.chunk_max_tokens)
-        if not units:
-            raise InputError(f"{paper['id']}: no section has enough text to analyze")
-        persona_model = PersonaModel(settings.model, settings.adapters, configs)
-    except InputError as e:
-        die(str(e))
+    personas = select(load_personas(settings.personas_file), settings.personas, settings.personas_file)
+    settings = dataclasses.replace(
+        settings, model=settings.model or default_model(), personas=[p.name for p in personas]
+    )
+    configs = adapter_configs(settings.adapters, settings.personas, settings.model)
+    paper = load_paper(settings)
+    units = paper_units(paper, personas, settings.tokenizer, settings.max_seq_length)
+    if not units:
+        raise InputError(f"{paper['id']}: no section has enough text to analyze")
+    persona_model = PersonaModel(settings.model, settings.adapters, configs)
     out = settings.out or DEFAULT_OUT_DIR / f"{safe_filename(paper['id'])}.md"
     journal = AnswerJournal(out.with_suffix(".partial.jsonl"))
     try:
@@ -306,4 +302,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

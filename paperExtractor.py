@@ -19,18 +19,11 @@ within seconds, keeping every finished paper. A run in which nothing succeeded e
 """
 
 import argparse
-import contextlib
 import difflib
-import hashlib
 import logging
 import os
-import signal
 import sys
 import time
-from collections import Counter
-from collections.abc import Iterator
-from concurrent.futures import TimeoutError as FutureTimeout
-from concurrent.futures import as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,19 +33,17 @@ from paper_personas.arxiv_client import (
     ARXIV_MIN_DELAY_S,
     DEFAULT_API_URL,
     DEFAULT_CATEGORIES,
-    PDF_MAGIC,
     bad_ids,
-    download_pdf,
-    is_complete_pdf,
+    fetch_all,
     make_arxiv_client,
-    make_download_session,
     search_arxiv,
     unknown_categories,
     versionless_id,
 )
-from paper_personas.cli import InputError, counted, die, settings_from, setup_logging, stop_on_sigterm
-from paper_personas.extraction import extract_paper, limit_worker_threads
-from paper_personas.files import safe_filename, unwritable
+from paper_personas.cli import InputError, counted, die, run, settings_from, setup_logging, stop_on_sigterm
+from paper_personas.extraction import extract_all
+from paper_personas.files import unwritable
+from paper_personas.records import is_current, local_pdf, local_records
 from paper_personas.store import Store, import_legacy, write_papers_json
 
 log = logging.getLogger("paperExtractor")
@@ -85,202 +76,6 @@ class Settings:
     def options(self) -> dict:
         """The settings that shape a record: changing one re-extracts the papers made with another."""
         return {"max_pages": self.max_pages, "keep_appendix": self.keep_appendix}
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def empty_record(paper_id: str, pdf_path: Path | None) -> dict:
-    """The record of a local PDF; title and authors are filled from the PDF itself after extraction."""
-    return {
-        "id": paper_id,
-        "version": None,
-        "title": None,
-        "authors": [],
-        "abstract": None,
-        "categories": [],
-        "primary_category": None,
-        "published": None,
-        "pdf_url": None,
-        "pdf_path": str(pdf_path) if pdf_path else None,
-    }
-
-
-def local_records(pdf_dir: Path) -> dict[str, dict]:
-    """Every PDF under pdf_dir, subfolders included, whatever the case of ".pdf". An id is the relative path made
-    safe ("sub/a b.pdf" -> "sub_a_b"); names that come out the same get a short hash of their path, stable from
-    run to run, and the log says so."""
-    paths = sorted(p for p in pdf_dir.rglob("*") if p.is_file() and p.suffix.lower() == ".pdf")
-    base = {p: safe_filename(str(p.relative_to(pdf_dir).with_suffix(""))) for p in paths}
-    taken = Counter(base.values())
-    records = {}
-    for path, name in base.items():
-        if taken[name] > 1:
-            suffix = hashlib.sha256(str(path.relative_to(pdf_dir)).encode()).hexdigest()[:8]
-            log.warning("%s: its name is taken by another PDF as %r; its id is %s-%s", path, name, name, suffix)
-            name = f"{name}-{suffix}"
-        records[name] = empty_record(name, path)
-    return records
-
-
-def is_current(stored: dict | None, pdf: Path | None, settings: Settings) -> bool:
-    """Whether a stored paper can be kept: made with today's options, from the PDF bytes on disk now."""
-    if stored is None or settings.force or stored.get("options", settings.options) != settings.options:
-        return False
-    if pdf is None or not pdf.is_file() or "source_sha256" not in stored:
-        return True  # a paper from before fingerprints, or whose PDF was since deleted: kept as it is
-    return stored["source_sha256"] == file_sha256(pdf)
-
-
-def finish_record(record: dict, extracted: dict, options: dict) -> dict:
-    sections = extracted["sections"]
-    abstract = next((s["text"] for s in sections if s["heading"].lower() == "abstract"), None)
-    return {
-        **record,
-        "title": record["title"] or extracted["pdf_title"],
-        "authors": record["authors"] or extracted["pdf_authors"],
-        "abstract": record["abstract"] or abstract,
-        "markdown": extracted["markdown"],
-        "sections": sections,
-        "images": extracted["images"],
-        "pages": extracted["pages"],
-        "pages_total": extracted["pages_total"],
-        "source_sha256": file_sha256(Path(record["pdf_path"])),
-        "options": options,
-    }
-
-
-def check_local(record: dict) -> str | None:
-    """A local file gets the checks a download gets: a PDF header, and an end marker (else it was cut short)."""
-    path = Path(record["pdf_path"])
-    with open(path, "rb") as f:
-        head = f.read(len(PDF_MAGIC))
-    if head != PDF_MAGIC:
-        return f"not a PDF: {path} does not start with %PDF- (an HTML page saved as .pdf?)"
-    if not is_complete_pdf(path):
-        return f"truncated PDF: {path} has no %%EOF marker at its end (an interrupted download?)"
-    return None
-
-
-def ensure_pdf(session, record: dict, papers_dir: Path, settings: Settings) -> str | None:
-    """Set record["pdf_path"], downloading unless a complete PDF is already there; return a failure reason."""
-    if record["pdf_path"] is None:
-        dest = papers_dir / f"{safe_filename(record['id'])}.pdf"
-        if not is_complete_pdf(dest):
-            max_bytes = int(settings.max_pdf_mb * 1e6)
-            reason = download_pdf(session, record["pdf_url"], dest, settings.download_timeout, max_bytes)
-            if reason:
-                return reason
-        record["pdf_path"] = str(dest)
-        return None
-    return check_local(record)
-
-
-def fetch_all(records: list[dict], settings: Settings, store: Store, failures: dict) -> list[dict]:
-    """Download missing PDFs (arXiv) or check local files; return the records whose PDF is ready to extract."""
-    from tqdm import tqdm
-
-    session = make_download_session()
-    ready = []
-    label, unit = ("check", "file") if settings.pdf_dir else ("download", "pdf")
-    for record in tqdm(records, desc=label, unit=unit, disable=not records):
-        reason = ensure_pdf(session, record, settings.papers_dir, settings)
-        if reason:
-            failures[record["id"]] = {"id": record["id"], "stage": label, "reason": reason}
-            store.save_failure(failures[record["id"]])
-        else:
-            ready.append(record)
-    return ready
-
-
-def worker_init(threads: int) -> None:
-    """Extraction workers leave Ctrl-C to the main process, which stops them; and share the cores."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    limit_worker_threads(threads)
-
-
-def extract_all(records: list[dict], settings: Settings, store: Store, failures: dict) -> list[dict]:
-    """Extract in worker processes, or as Ray tasks with --ray; each finished paper is stored at once. On Ctrl-C
-    or SIGTERM the work still queued or running is cancelled, so the interrupt takes effect in seconds; finished
-    papers are kept."""
-    from tqdm import tqdm
-
-    if settings.ray is None:
-        outcomes = pool_extractions(records, settings)
-    else:
-        jobs = (
-            ray_extraction.Job(
-                r, Path(r["pdf_path"]), image_dir(r, settings), settings.max_pages, settings.keep_appendix
-            )
-            for r in records
-        )
-        outcomes = ray_extraction.extractions(jobs, settings.ray, settings.workers, settings.timeout)
-    done = []
-    with contextlib.closing(outcomes):  # closed early (Ctrl-C), the engine stops its workers
-        for record, outcome in tqdm(outcomes, total=len(records), desc="extract", unit="paper", disable=not records):
-            if isinstance(outcome, str):  # any failure of one paper is recorded; it never stops the run
-                failures[record["id"]] = {"id": record["id"], "stage": "extract", "reason": outcome}
-                store.save_failure(failures[record["id"]])
-                continue
-            if outcome["page_capped"]:
-                log.warning(
-                    "%s: only the first %d of %d pages extracted (--max-pages)",
-                    record["id"],
-                    outcome["pages"],
-                    outcome["pages_total"],
-                )
-            done.append(finish_record(record, outcome, settings.options))
-            store.save_paper(done[-1])
-            failures.pop(record["id"], None)
-    return done
-
-
-def image_dir(record: dict, settings: Settings) -> Path:
-    return settings.papers_dir / "images" / safe_filename(record["id"])
-
-
-def pool_extractions(records: list[dict], settings: Settings) -> Iterator[tuple[dict, dict | str]]:
-    """Yield (record, extracted | failure reason) as the worker processes finish, in any order."""
-    from pebble import ProcessPool
-
-    threads = max(1, (os.cpu_count() or 1) // settings.workers)
-    pool = ProcessPool(max_workers=settings.workers, initializer=worker_init, initargs=(threads,))
-    try:
-        futures = {
-            pool.schedule(
-                extract_paper,
-                timeout=settings.timeout,
-                args=(r["pdf_path"], str(image_dir(r, settings)), settings.max_pages, settings.keep_appendix),
-            ): r
-            for r in records
-        }
-        for future in as_completed(futures):
-            try:
-                extracted = future.result()
-            except Exception as e:
-                yield futures[future], extract_failure(e, settings)
-                continue
-            yield futures[future], extracted
-    except BaseException:  # Ctrl-C, or the caller closed us early
-        pool.stop()  # cancels what is queued and ends the workers now, instead of draining the queue
-        pool.join(timeout=5)
-        raise
-    pool.close()
-    pool.join()
-
-
-def extract_failure(error: Exception, settings: Settings) -> str:
-    """Why one paper's extraction failed, in words for papers.json."""
-    if isinstance(error, FutureTimeout):
-        return f"timed out after {settings.timeout:g} s (raise --timeout)"
-    if isinstance(error, ValueError):  # a reason extract_paper gave: corrupt, damaged, encrypted, empty, no text
-        return str(error)
-    return f"{type(error).__name__}: {error}"  # pebble.ProcessExpired for a crashed worker, a pymupdf4llm bug, ...
 
 
 def positive(value: str) -> float:
@@ -407,6 +202,11 @@ def collect_records(settings: Settings) -> tuple[dict[str, dict], list[dict]]:
     return records, failures + search_failures
 
 
+def kept(record: dict, stored: dict, settings: Settings) -> bool:
+    pdf = local_pdf(record, settings.papers_dir)
+    return is_current(stored.get(record["id"]), pdf, settings.options, settings.force)
+
+
 def check_settings(settings: Settings, parser) -> None:
     if settings.workers < 1 or settings.per_category < 1 or settings.max_pages < 1:
         parser.error("--workers, --per-category and --max-pages must be at least 1")
@@ -458,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         records, early_failures = collect_records(settings)
     except InputError as e:
         die(str(e))
-    todo = [r for r in records.values() if not is_current(stored.get(r["id"]), local_pdf(r, settings), settings)]
+    todo = [r for r in records.values() if not kept(r, stored, settings)]
     skipped = len(records) - len(todo)
     if skipped:
         log.info("skipping %s already in %s, unchanged", counted(skipped, "paper"), settings.out)
@@ -490,12 +290,5 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def local_pdf(record: dict, settings: Settings) -> Path | None:
-    """Where a record's PDF is (or will be) on disk, for the fingerprint check."""
-    if record["pdf_path"]:
-        return Path(record["pdf_path"])
-    return settings.papers_dir / f"{safe_filename(record['id'])}.pdf"
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run(main))

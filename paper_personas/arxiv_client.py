@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from paper_personas.cli import counted
-from paper_personas.files import atomic_writer
+from paper_personas.files import atomic_writer, safe_filename
 
 log = logging.getLogger("paperExtractor")
 
@@ -284,3 +284,39 @@ def download_pdf(session, url: str, dest: Path, timeout_s: float, max_bytes: int
             return f"download timed out after {timeout_s:g} s (raise --download-timeout): {e}"
         return f"download failed after {DOWNLOAD_ATTEMPTS} attempts: {e}"
     return None
+
+
+# ----------------------------------------------------------------------------- getting every PDF
+
+
+def ensure_pdf(session, record: dict, papers_dir: Path, settings) -> str | None:
+    """Set record["pdf_path"], downloading unless a complete PDF is already there; return a failure reason."""
+    if record["pdf_path"] is None:
+        dest = papers_dir / f"{safe_filename(record['id'])}.pdf"
+        if not is_complete_pdf(dest):
+            max_bytes = int(settings.max_pdf_mb * 1e6)
+            reason = download_pdf(session, record["pdf_url"], dest, settings.download_timeout, max_bytes)
+            if reason:
+                return reason
+        record["pdf_path"] = str(dest)
+        return None
+    from paper_personas.records import check_local
+
+    return check_local(record)
+
+
+def fetch_all(records: list[dict], settings, store, failures: dict) -> list[dict]:
+    """Download missing PDFs (arXiv) or check local files; return the records whose PDF is ready to extract."""
+    from tqdm import tqdm
+
+    session = make_download_session()
+    ready = []
+    label, unit = ("check", "file") if settings.pdf_dir else ("download", "pdf")
+    for record in tqdm(records, desc=label, unit=unit, disable=not records):
+        reason = ensure_pdf(session, record, settings.papers_dir, settings)
+        if reason:
+            failures[record["id"]] = {"id": record["id"], "stage": label, "reason": reason}
+            store.save_failure(failures[record["id"]])
+        else:
+            ready.append(record)
+    return ready

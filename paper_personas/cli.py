@@ -1,11 +1,13 @@
-"""What every script does at its edges: a frozen settings object from parsed arguments, errors a user can fix
-shown without a traceback, and logging to stderr."""
+"""What every script does at its edges: a frozen settings object from parsed arguments, the one entry wrapper
+that shows errors a user can fix without a traceback, old flag spellings kept for a release, and logging."""
 
+import argparse
 import dataclasses
 import logging
 import os
 import signal
 import sys
+from argparse import SUPPRESS
 
 
 def counted(n: int, noun: str, plural: str = "") -> str:
@@ -37,6 +39,44 @@ def stop_on_sigterm() -> None:
 def die(message: str) -> None:
     """Exit 1 with a one-line message and no traceback (usage mistakes go to parser.error, exit 2)."""
     sys.exit(f"error: {message}")
+
+
+def run(main, argv: list[str] | None = None) -> int:
+    """Every script's entry: its main, with bad input a user can fix (InputError) shown as one line, exit 1, and
+    a Ctrl-C that main did not handle itself as one line too, never a traceback."""
+    try:
+        return main(argv)
+    except InputError as e:
+        die(str(e))
+    except KeyboardInterrupt:
+        die("interrupted: nothing was lost; rerun the same command to go on")
+    return 1
+
+
+class RenamedFlag(argparse.Action):
+    """An old spelling of a flag that still works for one release, saying which flag replaces it."""
+
+    def __init__(self, option_strings, dest, new_name: str = "", **kwargs):
+        super().__init__(option_strings, dest, **kwargs)
+        self.new_name = new_name
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(
+            f"warning: {option_string} is deprecated and will be removed in the next release; use {self.new_name} "
+            "(the same meaning)",
+            file=sys.stderr,
+        )
+        setattr(namespace, self.dest, values)
+
+
+def add_budget_flag(parser, default: int, help_text: str, old_name: str | None = "--max-tokens") -> None:
+    """--max-seq-length, the tokens a training row may take (mlx_lm's name), in every script alike; `old_name`
+    is the spelling this script used before, if any."""
+    parser.add_argument("--max-seq-length", type=int, default=default, help=f"{help_text} (default: %(default)s)")
+    if old_name:
+        parser.add_argument(
+            old_name, dest="max_seq_length", type=int, action=RenamedFlag, new_name="--max-seq-length", help=SUPPRESS
+        )
 
 
 def setup_logging(verbose: bool = False) -> None:

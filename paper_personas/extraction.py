@@ -1,11 +1,18 @@
 """Step 1's PDF extraction, run in worker processes: one PDF in, its markdown, sections, figures, title and
 authors out. The title and authors come from page 1's type sizes, where PDF metadata often holds a file name."""
 
+import contextlib
+import logging
 import os
 import re
+import signal
 from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import TimeoutError as FutureTimeout
+from concurrent.futures import as_completed
 from pathlib import Path
 
+from paper_personas.files import safe_filename
 from paper_personas.sections import (
     REFERENCE_TITLES,
     PageLayout,
@@ -16,6 +23,9 @@ from paper_personas.sections import (
 )
 
 # ----------------------------------------------------------------------------- extraction (worker processes)
+
+
+log = logging.getLogger("paperExtractor")
 
 
 def find_references_page(page_texts: list[str]) -> int | None:
@@ -235,3 +245,94 @@ def extract_paper(
         "pdf_authors": page_authors
         or [a.strip() for a in re.split(r"[;,]| and ", metadata.get("author") or "") if a.strip()],
     }
+
+
+# ----------------------------------------------------------------------------- extracting many papers
+
+
+def worker_init(threads: int) -> None:
+    """Extraction workers leave Ctrl-C to the main process, which stops them; and share the cores."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    limit_worker_threads(threads)
+
+
+def extract_all(records: list[dict], settings, store, failures: dict) -> list[dict]:
+    """Extract in worker processes, or as Ray tasks with --ray (settings: paperExtractor.py's); each finished
+    paper is stored at once. On Ctrl-C or SIGTERM the work still queued or running is cancelled, so the interrupt
+    takes effect in seconds; finished papers are kept."""
+    from tqdm import tqdm
+
+    from paper_personas import ray_extraction
+    from paper_personas.records import finish_record
+
+    if settings.ray is None:
+        outcomes = pool_extractions(records, settings)
+    else:
+        jobs = (
+            ray_extraction.Job(
+                r, Path(r["pdf_path"]), image_dir(r, settings), settings.max_pages, settings.keep_appendix
+            )
+            for r in records
+        )
+        outcomes = ray_extraction.extractions(jobs, settings.ray, settings.workers, settings.timeout)
+    done = []
+    with contextlib.closing(outcomes):  # closed early (Ctrl-C), the engine stops its workers
+        for record, outcome in tqdm(outcomes, total=len(records), desc="extract", unit="paper", disable=not records):
+            if isinstance(outcome, str):  # any failure of one paper is recorded; it never stops the run
+                failures[record["id"]] = {"id": record["id"], "stage": "extract", "reason": outcome}
+                store.save_failure(failures[record["id"]])
+                continue
+            if outcome["page_capped"]:
+                log.warning(
+                    "%s: only the first %d of %d pages extracted (--max-pages)",
+                    record["id"],
+                    outcome["pages"],
+                    outcome["pages_total"],
+                )
+            done.append(finish_record(record, outcome, settings.options))
+            store.save_paper(done[-1])
+            failures.pop(record["id"], None)
+    return done
+
+
+def image_dir(record: dict, settings) -> Path:
+    return settings.papers_dir / "images" / safe_filename(record["id"])
+
+
+def pool_extractions(records: list[dict], settings) -> Iterator[tuple[dict, dict | str]]:
+    """Yield (record, extracted | failure reason) as the worker processes finish, in any order."""
+    from pebble import ProcessPool
+
+    threads = max(1, (os.cpu_count() or 1) // settings.workers)
+    pool = ProcessPool(max_workers=settings.workers, initializer=worker_init, initargs=(threads,))
+    try:
+        futures = {
+            pool.schedule(
+                extract_paper,
+                timeout=settings.timeout,
+                args=(r["pdf_path"], str(image_dir(r, settings)), settings.max_pages, settings.keep_appendix),
+            ): r
+            for r in records
+        }
+        for future in as_completed(futures):
+            try:
+                extracted = future.result()
+            except Exception as e:
+                yield futures[future], extract_failure(e, settings)
+                continue
+            yield futures[future], extracted
+    except BaseException:  # Ctrl-C, or the caller closed us early
+        pool.stop()  # cancels what is queued and ends the workers now, instead of draining the queue
+        pool.join(timeout=5)
+        raise
+    pool.close()
+    pool.join()
+
+
+def extract_failure(error: Exception, settings) -> str:
+    """Why one paper's extraction failed, in words for papers.json."""
+    if isinstance(error, FutureTimeout):
+        return f"timed out after {settings.timeout:g} s (raise --timeout)"
+    if isinstance(error, ValueError):  # a reason extract_paper gave: corrupt, damaged, encrypted, empty, no text
+        return str(error)
+    return f"{type(error).__name__}: {error}"  # pebble.ProcessExpired for a crashed worker, a pymupdf4llm bug, ...

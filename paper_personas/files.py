@@ -12,6 +12,11 @@ from pathlib import Path
 from paper_personas.cli import InputError
 
 
+def persona_rows_path(data_dir: Path, persona: str) -> Path:
+    """Step 2's output for a persona, e.g. data/eli5.jsonl; step 3 trims it."""
+    return Path(data_dir) / f"{persona}.jsonl"
+
+
 def trimmed_path(data_dir: Path, persona: str, max_tokens: int) -> Path:
     """Step 3's output for a persona, e.g. data/eli5_2048.jsonl; step 4 splits it into data/eli5_2048/."""
     return Path(data_dir) / f"{persona}_{max_tokens}.jsonl"
@@ -186,6 +191,15 @@ LINE_BREAKS_IN_STRINGS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029"
 
 def dump_jsonl_line(obj: dict) -> str:
     return json.dumps(obj, ensure_ascii=False).translate(LINE_BREAKS_IN_STRINGS) + "\n"
+
+
+def append_jsonl(path: str | Path, rows: Iterable[dict]) -> None:
+    """Append whole lines and make them durable before returning: the one way a journal, a ledger of orphans or
+    a persona file grows. A kill can only tear the last line, which repair_torn_tail() cuts on the next read."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write("".join(dump_jsonl_line(row) for row in rows))
+        f.flush()
+        os.fsync(f.fileno())
 
 
 def write_jsonl(path: str | Path, rows: Iterable[dict]) -> int:

@@ -5,11 +5,14 @@ same code path.
 """
 
 import json
+import logging
 from pathlib import Path
 
 from paper_personas.blas import use_fast_blas
 from paper_personas.cli import InputError
 from paper_personas.files import read_json
+
+log = logging.getLogger("models")
 
 REPO_CONFIG = Path(__file__).resolve().parent.parent / "adapter_config.json"
 ADAPTER_FILE = "adapters.safetensors"  # what mlx_lm loads from an adapter folder; make train keeps the best there
@@ -147,6 +150,7 @@ class PersonaModel:
         use_fast_blas()  # before mlx is imported
         import mlx_lm
 
+        log.info("loading the base model %s, once for every persona", model_path)
         self.model, self.tokenizer = mlx_lm.load(model_path)
         self.model.eval()
         self.adapters = adapters

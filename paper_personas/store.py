@@ -56,15 +56,41 @@ def write_papers_json(out: Path, store: Store, extra_failures: list[dict]) -> tu
     return len(ids), len(failures)
 
 
+PAPERS_SHAPE = 'step 1\'s papers.json, {"papers": [{"id": ..., "sections": [...]}, ...]}'
+
+
+def checked_papers(data, path: Path, fix: str) -> list[dict]:
+    """papers.json's records, checked field by field before any is used (step 2, analyze.py, and step 1 when it
+    takes over an older papers.json): a damaged or foreign file names the paper and the field, and `fix`. A
+    paper without "sections" has none."""
+    if not isinstance(data, dict) or not isinstance(data.get("papers"), list):
+        raise InputError(f"{path}: expected {PAPERS_SHAPE}; {fix}")
+    for index, paper in enumerate(data["papers"]):
+        name = paper.get("id") if isinstance(paper, dict) else None
+        where = f"{path}: paper {name!r}" if isinstance(name, str) and name else f"{path}: papers[{index}]"
+        if not isinstance(paper, dict) or not isinstance(name, str) or not name:
+            raise InputError(f'{where} is not a paper record with an "id"; {fix}')
+        sections = paper.get("sections", [])
+        if not isinstance(sections, list):
+            raise InputError(f'{where}: "sections" is {type(sections).__name__}, not a list; {fix}')
+        for i, section in enumerate(sections):
+            for field_name in ("heading", "text"):
+                if not isinstance(section, dict) or not isinstance(section.get(field_name), str):
+                    raise InputError(f'{where}: sections[{i}] has no text field "{field_name}"; {fix}')
+    return data["papers"]
+
+
+def read_papers(path: Path, fix: str) -> tuple[list[dict], dict]:
+    """papers.json's checked records, and the whole file (its failures too)."""
+    data = read_json(path, "papers.json", fix)
+    return checked_papers(data, path, fix), data
+
+
 def import_legacy(out: Path, store: Store) -> int:
     """A papers.json written before the store existed seeds it, so an upgrade re-extracts nothing."""
     if not out.is_file() or not store.is_empty():
         return 0
-    data = read_json(out, "papers.json", "move it aside or fix it, then rerun")
-    if not isinstance(data, dict) or not isinstance(data.get("papers"), list):
-        raise InputError(f"{out}: expected {{'papers': [...], 'failures': [...]}}; move it aside and rerun")
-    for index, record in enumerate(data["papers"]):
-        if not isinstance(record, dict) or not isinstance(record.get("id"), str) or not record["id"]:
-            raise InputError(f'{out}: papers[{index}] has no "id"; fix or remove that record, or move the file aside')
+    papers, _ = read_papers(out, "fix or remove that record, or move the file aside, then rerun")
+    for record in papers:
         store.save_paper(record)
-    return len(data["papers"])
+    return len(papers)

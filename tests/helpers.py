@@ -111,6 +111,15 @@ def run_script(script: str, *args, cwd=None, env=None, timeout=600, as_a_user=Fa
     )
 
 
+def run_main(script: str, args, expect: int | None = 0, env=None, timeout=600) -> subprocess.CompletedProcess:
+    """A script run as a user runs it (tests import the package, never a script), asserting its exit code:
+    0 by default, 1 for an error, None to leave it to the caller. The failure message shows what it printed."""
+    result = run_script(script, *args, env=env, timeout=timeout)
+    if expect is not None:
+        assert result.returncode == expect, f"{script} exited {result.returncode}:\n{result.stderr[-3000:]}"
+    return result
+
+
 def free_port() -> int:
     """A loopback port nothing listens on once this returns (the socket that found it is closed): where to
     start a server, or an address that refuses connections."""

@@ -9,11 +9,10 @@ import mlx_lm
 import pytest
 from conftest import ROOT
 from fake_arxiv import FakeArxiv
-from helpers import run_script, tree_hashes
+from helpers import run_main, run_script, tree_hashes
 from mlx.utils import tree_flatten
 from pdfs import make_paper_pdf
 
-import analyze
 from paper_personas import models
 
 # One worker runs every test that needs the session's smoke run, so `make smoke` runs once.
@@ -39,12 +38,12 @@ def analyze_args(work, *extra):
     ]
 
 
-def test_a_generated_pdf_gets_a_report_with_three_perspectives_per_section(smoke_run, tmp_path, capsys):
+def test_a_generated_pdf_gets_a_report_with_three_perspectives_per_section(smoke_run, tmp_path):
     work, _ = smoke_run
     pdf = tmp_path / "queues.pdf"
     pdf.write_bytes(make_paper_pdf("Lock-Free Queues", "Lock-free queues"))
     out = tmp_path / "report.md"
-    assert analyze.main(analyze_args(work, "--pdf", str(pdf), "--out", str(out))) == 0
+    printed = run_main("analyze.py", analyze_args(work, "--pdf", str(pdf), "--out", str(out))).stdout
     report = json.loads(out.with_suffix(".json").read_text())
     markdown = out.read_text()
     assert report["title"] == "Lock-Free Queues"
@@ -60,7 +59,7 @@ def test_a_generated_pdf_gets_a_report_with_three_perspectives_per_section(smoke
         assert all(p["tokens"] == 8 for p in section["perspectives"].values())  # 8 tokens generated for each
         assert f"## {section['heading']}" in markdown
     assert markdown.count("### eli5") == markdown.count("### executive") == 5
-    assert "done: 5 sections x 3 personas, 120 tokens generated" in capsys.readouterr().out
+    assert "done: 5 sections x 3 personas, 120 tokens generated" in printed
 
 
 def test_the_base_model_is_loaded_once_and_adapters_are_swapped_in(smoke_run, monkeypatch, tmp_path):
@@ -76,15 +75,14 @@ def test_the_base_model_is_loaded_once_and_adapters_are_swapped_in(smoke_run, mo
         live = dict(tree_flatten(persona_model.model.parameters()))
         assert all(mx.array_equal(live[name], weight).item() for name, weight in trained.items())
     assert len(loads) == 1
-    # and through main(): one load for all three personas
-    loads.clear()
-    analyze.main(analyze_args(work, "--paper", "2401.00001", "--out", str(tmp_path / "r.md")))
-    assert len(loads) == 1
+    # and through the script: one load for all three personas
+    logged = run_main("analyze.py", analyze_args(work, "--paper", "2401.00001", "--out", str(tmp_path / "r.md")))
+    assert logged.stderr.count("loading the base model") == 1
 
 
 def test_each_persona_sees_exactly_its_training_prompt(smoke_run, tmp_path):
     work, _ = smoke_run
-    assert analyze.main(analyze_args(work, "--paper", "2401.00000", "--out", str(tmp_path / "r.md"))) == 0
+    run_main("analyze.py", analyze_args(work, "--paper", "2401.00000", "--out", str(tmp_path / "r.md")))
     report = json.loads((tmp_path / "r.json").read_text())
     for persona in ("eli5", "intuitive", "executive"):
         training = {
@@ -136,7 +134,7 @@ def run_analyze(*args, cwd=None, as_a_user=False):
     [
         ('["a", "b"]', 'expected step 1\'s papers.json, {"papers": [{"id": ..., "sections": [...]}, ...]}'),
         ('{"papers": ["a", "b"]}', 'papers[0] is not a paper record with an "id"'),
-        ('{"papers": [{"id": "2401.1"}]}', 'papers[0] (2401.1) has no "sections" list; rerun step 1'),
+        ('{"papers": [{"id": "2401.1"}]}', "paper '2401.1' has no sections; rerun step 1"),
     ],
 )
 def test_a_papers_json_of_another_shape_is_named_not_a_traceback(smoke_run, tmp_path, content, message):

@@ -4,11 +4,13 @@ import time
 import pytest
 from conftest import ROOT
 from fake_gemini import FakeGemini, Faults
-from helpers import free_port, run_script, tree_hashes
+from helpers import free_port, run_main, run_script, tree_hashes
 
-import evaluate
-from evaluate import lead_first, length_ok, reading_grade, rouge_l
+from paper_personas.metrics import STYLE_METRICS, flagged, lead_first, length_ok, reading_grade, rouge_l, score_answers
 from paper_personas.personas import by_name, load_personas
+from paper_personas.quality import degenerate_reasons
+from paper_personas.statistics import mean_ci, verdict
+from paper_personas.systems import prompted_messages
 
 # One worker runs every test that needs the session's smoke run, so `make smoke` runs once.
 pytestmark = pytest.mark.xdist_group("smoke")
@@ -135,10 +137,10 @@ def planted_answers(rows: list[dict]) -> dict[str, list[str]]:
 def test_every_planted_bad_answer_is_flagged_and_no_reference_is(planted, expected):
     rows = planted_rows()
     answers = planted_answers(rows)
-    scored = evaluate.score_answers(PERSONAS["eli5"], rows, [{"answer": a} for a in answers[planted]], 512)
-    assert all(expected in evaluate.flagged(s) for s in scored), [evaluate.flagged(s) for s in scored]
-    references = evaluate.score_answers(PERSONAS["eli5"], rows, [{"answer": a} for a in answers["reference"]], 512)
-    assert [evaluate.flagged(s) for s in references] == [[]] * len(rows)
+    scored = score_answers(PERSONAS["eli5"], rows, [{"answer": a} for a in answers[planted]], 512)
+    assert all(expected in flagged(s) for s in scored), [flagged(s) for s in scored]
+    references = score_answers(PERSONAS["eli5"], rows, [{"answer": a} for a in answers["reference"]], 512)
+    assert [flagged(s) for s in references] == [[]] * len(rows)
     # Style is measured on real attempts only: an empty answer no longer gets the best reading grade.
     if expected in ("empty", "too_short"):
         assert all("fk_grade" not in s["metrics"] for s in scored)
@@ -147,10 +149,10 @@ def test_every_planted_bad_answer_is_flagged_and_no_reference_is(planted, expect
 def test_the_same_answer_for_different_sections_and_a_cut_off_answer_are_degenerate():
     rows = planted_rows()
     same = [{"answer": rows[0]["messages"][1]["content"], "tokens": 40}] * len(rows)
-    scored = evaluate.score_answers(PERSONAS["eli5"], rows, same, max_tokens=40)
+    scored = score_answers(PERSONAS["eli5"], rows, same, max_tokens=40)
     assert all({"same_answer_for_other_sections", "cut_off"} <= set(s["degenerate_reasons"]) for s in scored)
     looping = "**Analogy:** " + "the toy box " * 30
-    assert evaluate.degenerate_reasons(PERSONAS["eli5"], looping) == ["repetitive"]
+    assert degenerate_reasons(PERSONAS["eli5"], looping) == ["repetitive"]
 
 
 def test_a_section_held_out_twice_is_one_prompt_for_the_repeat_and_topicality_checks():
@@ -161,8 +163,8 @@ def test_a_section_held_out_twice_is_one_prompt_for_the_repeat_and_topicality_ch
     rows = [rows[0], twin, *rows[1:]]
     answers = [{"answer": r["messages"][1]["content"]} for r in planted_rows()]
     answers = [answers[0], answers[0], *answers[1:]]  # one greedy answer to both copies of the section
-    scored = evaluate.score_answers(PERSONAS["eli5"], rows, answers, 512)
-    assert [evaluate.flagged(s) for s in scored] == [[]] * len(rows)
+    scored = score_answers(PERSONAS["eli5"], rows, answers, 512)
+    assert [flagged(s) for s in scored] == [[]] * len(rows)
     assert scored[0]["metrics"]["topical"] == scored[1]["metrics"]["topical"] == 1.0
 
 
@@ -172,7 +174,7 @@ def test_a_label_given_twice_fails_the_format_check_that_the_gate_shares():
 
     twice = "**Analogy:** A toy box.\n\n**Explanation:** Keys find slots. **Explanation:** Again."
     assert PERSONAS["eli5"].parse(twice) is None
-    scored = evaluate.score_answers(PERSONAS["eli5"], planted_rows()[:1], [{"answer": twice}], 512)
+    scored = score_answers(PERSONAS["eli5"], planted_rows()[:1], [{"answer": twice}], 512)
     assert scored[0]["metrics"]["format"] == 0.0
     eli5 = (PERSONAS["eli5"],)
     section = planted_rows()[0]["messages"][0]["content"]
@@ -182,12 +184,12 @@ def test_a_label_given_twice_fails_the_format_check_that_the_gate_shares():
 
 
 def test_bootstrap_intervals_cover_the_mean_and_shrink_with_more_data():
-    small = evaluate.mean_ci([0.0, 1.0] * 5, seed=0)
-    large = evaluate.mean_ci([0.0, 1.0] * 200, seed=0)
+    small = mean_ci([0.0, 1.0] * 5, seed=0)
+    large = mean_ci([0.0, 1.0] * 200, seed=0)
     assert small["n"] == 10 and large["n"] == 400
     assert small["low"] < 0.5 < small["high"] and large["low"] < 0.5 < large["high"]
     assert large["high"] - large["low"] < small["high"] - small["low"]
-    assert evaluate.mean_ci([2.0], seed=0) == {"mean": 2.0, "low": 2.0, "high": 2.0, "n": 1}
+    assert mean_ci([2.0], seed=0) == {"mean": 2.0, "low": 2.0, "high": 2.0, "n": 1}
 
 
 def test_the_verdict_says_where_the_adapter_beats_ties_and_loses():
@@ -196,11 +198,11 @@ def test_the_verdict_says_where_the_adapter_beats_ties_and_loses():
 
     adapter = answers([1.0] * 20, [0.1 + 0.01 * (i % 3) for i in range(20)])
     prompted = answers([0.0] * 10 + [1.0] * 10, [0.1 + 0.01 * (i % 4) for i in range(20)])
-    line = evaluate.verdict("eli5", adapter, prompted, seed=0)
+    line = verdict("eli5", adapter, prompted, seed=0)
     assert line.startswith("eli5: adapter vs prompted base (n=20): beats on topical; ties on copy_share")
 
 
-def test_answers_from_elsewhere_are_scored_with_no_model_loaded(tmp_path, capsys):
+def test_answers_from_elsewhere_are_scored_with_no_model_loaded(tmp_path):
     """--answers with --systems and nothing after it: a hosted model's answers, scored like ours."""
     rows = planted_rows()
     folder = tmp_path / "data" / "eli5_2048"
@@ -216,7 +218,7 @@ def test_answers_from_elsewhere_are_scored_with_no_model_loaded(tmp_path, capsys
     answers.write_text("".join(json.dumps(line) + "\n" for line in lines))
     out = tmp_path / "reports"
     args = ["--data", str(tmp_path / "data"), "--personas", "eli5", "--out", str(out), "--systems"]
-    assert evaluate.main([*args, "--answers", str(answers)]) == 0
+    run_main("evaluate.py", [*args, "--answers", str(answers)])
     result = json.loads((out / "eval.json").read_text())["personas"]["eli5"]["systems"]
     assert result["reference"]["summary"]["topical"]["mean"] == 1.0 and result["reference"]["flags"] == {}
     assert result["wrong_section"]["summary"]["topical"]["mean"] == 0.0
@@ -231,8 +233,8 @@ def test_answers_from_elsewhere_are_scored_with_no_model_loaded(tmp_path, capsys
     ]
     missing = tmp_path / "partial.jsonl"
     missing.write_text(json.dumps(lines[0]) + "\n")
-    with pytest.raises(SystemExit, match="answers of 'reference' miss 5 of 6 held-out eli5 rows"):
-        evaluate.main([*args, "--answers", str(missing)])
+    failed = run_main("evaluate.py", [*args, "--answers", str(missing)], expect=1)
+    assert "answers of 'reference' miss 5 of 6 held-out eli5 rows" in failed.stderr
 
 
 def test_a_persona_split_folder_given_as_data_names_its_parent(tmp_path):
@@ -271,12 +273,11 @@ def eval_args(work, out, *extra):
 
 
 def test_three_systems_side_by_side_with_intervals_and_a_verdict_and_a_rerun_gives_identical_numbers(
-    smoke_run, tmp_path, capsys
+    smoke_run, tmp_path
 ):
     work, _ = smoke_run
-    assert evaluate.main(eval_args(work, tmp_path / "a")) == 0
-    out = capsys.readouterr().out
-    assert evaluate.main(eval_args(work, tmp_path / "b")) == 0
+    out = run_main("evaluate.py", eval_args(work, tmp_path / "a")).stdout
+    run_main("evaluate.py", eval_args(work, tmp_path / "b"))
     first, second = (json.loads((tmp_path / d / "eval.json").read_text()) for d in "ab")
     assert first["systems"] == ["base", "prompted", "adapter"]
     for persona, result in first["personas"].items():
@@ -295,7 +296,7 @@ def test_three_systems_side_by_side_with_intervals_and_a_verdict_and_a_rerun_giv
         "executive": {"lead_first", "length_ok"},
     }
     for persona, style in expected_style.items():
-        offered = {m for m in evaluate.STYLE_METRICS if m in json.dumps(first["personas"][persona])}
+        offered = {m for m in STYLE_METRICS if m in json.dumps(first["personas"][persona])}
         assert offered <= style  # style metrics only where personas.toml asks for them
     assert [line.split(":")[0] for line in out.splitlines() if "adapter vs prompted base" in line] == [
         "eli5",
@@ -312,20 +313,20 @@ def test_three_systems_side_by_side_with_intervals_and_a_verdict_and_a_rerun_giv
 
 def test_the_prompted_baseline_gets_the_persona_and_its_format_as_a_system_message():
     messages = [{"role": "user", "content": "Explain this like I'm 5:\nHash tables."}]
-    prompted = evaluate.prompted_messages(PERSONAS["eli5"], messages)
+    prompted = prompted_messages(PERSONAS["eli5"], messages)
     assert prompted[0]["role"] == "system" and prompted[1:] == messages
     assert PERSONAS["eli5"].instructions in prompted[0]["content"]
     assert "**Analogy:** (40-220 words)\n\n**Explanation:** (40-220 words)" in prompted[0]["content"]
 
 
-def test_judge_swaps_positions_so_a_position_biased_judge_scores_even(smoke_run, tmp_path, monkeypatch, capsys):
+def test_judge_swaps_positions_so_a_position_biased_judge_scores_even(smoke_run, tmp_path, monkeypatch):
     work, _ = smoke_run
     monkeypatch.setenv("GEMINI_API_KEY", "test-key")
     with FakeGemini(Faults(rate_429=0.3, retry_delay_s=0.01), api_key="test-key", seed=3) as fake:
         args = eval_args(
             work, tmp_path, "--personas", "eli5", "--judge", "gemini", "--yes", "--base-url", fake.base_url
         )
-        assert evaluate.main(args) == 0
+        err = run_main("evaluate.py", args).stderr
         judged = len(fake.request_times) - fake.outcomes.get("rate_429", 0)
         refused = fake.outcomes.get("rate_429", 0)
     result = json.loads((tmp_path / "eval.json").read_text())["personas"]["eli5"]["systems"]["adapter"]["summary"]
@@ -334,24 +335,24 @@ def test_judge_swaps_positions_so_a_position_biased_judge_scores_even(smoke_run,
     # "always A" wins once for each side of every pair, for accuracy and for style alike
     assert result["judge_accuracy"]["mean"] == 0.5 and result["judge_style"]["mean"] == 0.5
     assert result["judge_accuracy"]["n"] == 3
-    assert "judge: 6 gemini calls, estimated $" in capsys.readouterr().err
+    assert "judge: 6 gemini calls, estimated $" in err
 
 
-def test_a_judge_that_must_think_is_given_the_least_thinking_it_accepts(smoke_run, tmp_path, monkeypatch, capsys):
+def test_a_judge_that_must_think_is_given_the_least_thinking_it_accepts(smoke_run, tmp_path, monkeypatch):
     """gemini-2.5-pro refuses a thinking budget of 0 (the loopback server answers 400 as the API does), and
     evaluate.py has no --thinking-budget to ask the user for one: the judge takes the model's minimum."""
     work, _ = smoke_run
     monkeypatch.setenv("GEMINI_API_KEY", "test-key")
     with FakeGemini(api_key="test-key") as fake:
         judge = ["--judge", "gemini", "--judge-model", "gemini-2.5-pro", "--yes", "--base-url", fake.base_url]
-        assert evaluate.main(eval_args(work, tmp_path, "--personas", "eli5", *judge)) == 0
+        err = run_main("evaluate.py", eval_args(work, tmp_path, "--personas", "eli5", *judge)).stderr
         assert len(fake.request_times) == 6  # 3 pairs, both orders, none refused
     summary = json.loads((tmp_path / "eval.json").read_text())["personas"]["eli5"]["systems"]["adapter"]["summary"]
     assert summary["judge_style"]["n"] == 3
-    assert "--thinking-budget" not in capsys.readouterr().err
+    assert "--thinking-budget" not in err
 
 
-def test_any_teacher_can_judge_here_an_openai_compatible_server_and_a_local_mlx_model(smoke_run, tmp_path, capsys):
+def test_any_teacher_can_judge_here_an_openai_compatible_server_and_a_local_mlx_model(smoke_run, tmp_path):
     """The judge goes through the same teacher interface as step 2: a position-biased OpenAI-compatible judge
     scores even, and the tiny model judging under the verdict grammar gives a verdict for every pair."""
     from fake_openai import FakeOpenAI
@@ -359,16 +360,16 @@ def test_any_teacher_can_judge_here_an_openai_compatible_server_and_a_local_mlx_
     work, _ = smoke_run
     with FakeOpenAI(api_key="no-key") as fake:  # a local server: the client sends a placeholder key
         args = ["--personas", "eli5", "--judge", "openai", "--judge-model", "teacher-1", "--base-url", fake.base_url]
-        assert evaluate.main(eval_args(work, tmp_path / "openai", *args, "--yes")) == 0
+        run_main("evaluate.py", eval_args(work, tmp_path / "openai", *args, "--yes"))
         assert len(fake.requests) == 6
     summary = json.loads((tmp_path / "openai" / "eval.json").read_text())["personas"]["eli5"]["systems"]
     assert summary["adapter"]["summary"]["judge_accuracy"]["mean"] == 0.5
     args = ["--personas", "eli5", "--judge", "mlx", "--judge-model", str(work / "tiny-llama"), "--yes"]
-    assert evaluate.main(eval_args(work, tmp_path / "mlx", *args)) == 0
+    err = run_main("evaluate.py", eval_args(work, tmp_path / "mlx", *args)).stderr
     summary = json.loads((tmp_path / "mlx" / "eval.json").read_text())["personas"]["eli5"]["systems"]
     judged = summary["adapter"]["summary"]["judge_style"]
     assert judged["n"] == 3 and 0 <= judged["mean"] <= 1
-    assert "judge: 6 mlx calls, estimated $0.000" in capsys.readouterr().err
+    assert "judge: 6 mlx calls, estimated $0.000" in err
 
 
 # ----------------------------------------------------------------------------- mistakes cost nothing but a message
@@ -467,5 +468,5 @@ def test_base_and_prompted_alone_need_no_adapters(smoke_run, tmp_path):
     work, _ = smoke_run
     args = eval_args(work, tmp_path / "reports")
     args[args.index("--adapters") + 1] = str(tmp_path / "no-adapters")  # nothing trained there
-    assert evaluate.main([*args, "--systems", "base", "prompted"]) == 0
+    run_main("evaluate.py", [*args, "--systems", "base", "prompted"])
     assert json.loads((tmp_path / "reports" / "eval.json").read_text())["systems"] == ["base", "prompted"]

@@ -11,9 +11,7 @@ import time
 import pytest
 from conftest import ROOT
 from fake_gemini import FakeGemini, Faults
-from helpers import write_papers
-
-import sdg
+from helpers import run_main, write_papers
 
 KEY = "test-key-batch-71c"
 
@@ -67,9 +65,9 @@ def journal(folder) -> list[dict]:
 def test_batch_gives_the_same_rows_as_online_at_half_the_cost_in_the_ledger(tmp_path, tiny_model, api_key):
     write_papers(tmp_path / "papers.json", papers=4)  # 24 units
     with FakeGemini(api_key=KEY) as fake:
-        assert sdg.main(args_for(tmp_path, fake, tiny_model, "gemini", "online")) == 0
+        run_main("sdg.py", args_for(tmp_path, fake, tiny_model, "gemini", "online"))
     with FakeGemini(api_key=KEY) as fake:
-        assert sdg.main(args_for(tmp_path, fake, tiny_model, "gemini-batch", "batch")) == 0
+        run_main("sdg.py", args_for(tmp_path, fake, tiny_model, "gemini-batch", "batch"))
         assert sorted(fake.billed) == sorted(set(fake.billed)) and len(fake.billed) == 24
     online, batch = persona_rows(tmp_path / "online"), persona_rows(tmp_path / "batch")
     assert batch == online and len(batch["eli5"]) == 24
@@ -82,13 +80,13 @@ def test_batch_gives_the_same_rows_as_online_at_half_the_cost_in_the_ledger(tmp_
     assert events == ["submitting", "created", "collected"]
 
 
-def test_no_wait_submits_and_exits_and_the_rerun_collects_without_paying_again(tmp_path, tiny_model, api_key, capsys):
+def test_no_wait_submits_and_exits_and_the_rerun_collects_without_paying_again(tmp_path, tiny_model, api_key):
     write_papers(tmp_path / "papers.json", papers=2)  # 12 units
     with FakeGemini(Faults(batch_polls=3), api_key=KEY) as fake:
-        assert sdg.main(args_for(tmp_path, fake, tiny_model, "gemini-batch", "data", "--no-wait")) == 0
-        assert "12 units in flight in 1 batch job(s)" in capsys.readouterr().out
+        submitted = run_main("sdg.py", args_for(tmp_path, fake, tiny_model, "gemini-batch", "data", "--no-wait"))
+        assert "12 units in flight in 1 batch job(s)" in submitted.stdout
         assert persona_rows(tmp_path / "data")["eli5"] == [] and len(fake.jobs) == 1
-        assert sdg.main(args_for(tmp_path, fake, tiny_model)) == 0
+        run_main("sdg.py", args_for(tmp_path, fake, tiny_model))
         assert len(fake.jobs) == 1 and len(fake.billed) == 12  # collected, not submitted again
     assert len(persona_rows(tmp_path / "data")["executive"]) == 12
 
@@ -96,17 +94,17 @@ def test_no_wait_submits_and_exits_and_the_rerun_collects_without_paying_again(t
 def test_a_job_that_expires_returns_its_units_and_a_per_line_error_is_a_recorded_failure(tmp_path, tiny_model, api_key):
     write_papers(tmp_path / "papers.json", papers=2)  # 12 units
     with FakeGemini(Faults(batch_end_states=("BATCH_STATE_EXPIRED",)), api_key=KEY) as fake:
-        with pytest.raises(SystemExit, match="every batch job ended without results \\(JOB_STATE_EXPIRED\\)"):
-            sdg.main(args_for(tmp_path, fake, tiny_model))
+        stopped = run_main("sdg.py", args_for(tmp_path, fake, tiny_model), expect=1)
+        assert "every batch job ended without results (JOB_STATE_EXPIRED)" in stopped.stderr
         assert fake.billed == []
         fake.faults.bad_request = 0.3  # now some lines come back as {"key", "error": 400 INVALID_ARGUMENT}
-        assert sdg.main(args_for(tmp_path, fake, tiny_model)) == 0
+        run_main("sdg.py", args_for(tmp_path, fake, tiny_model))
         failures = [json.loads(line) for line in (tmp_path / "data" / "sdg_failures.jsonl").open()]
         written = persona_rows(tmp_path / "data")["eli5"]
         assert failures and {f["reason"] for f in failures} == {"api_error:400"}
         assert len(written) + len(failures) == 12
         fake.faults.bad_request = 0.0
-        assert sdg.main(args_for(tmp_path, fake, tiny_model)) == 0  # only the failed units are sent again
+        run_main("sdg.py", args_for(tmp_path, fake, tiny_model))  # only the failed units are sent again
         assert sorted(fake.billed) == sorted(set(fake.billed)) and len(fake.billed) == 12
         assert sum(job["lines"] for job in fake.jobs.values()) == 12 + 12 + len(failures)
     assert len(persona_rows(tmp_path / "data")["intuitive"]) == 12
@@ -135,10 +133,10 @@ def run_killed_at(step: str, tmp_path, tiny_model, fake) -> None:
 def test_sigkill_in_any_phase_then_a_rerun_gives_a_clean_runs_rows_and_pays_once(tmp_path, tiny_model, api_key, step):
     write_papers(tmp_path / "papers.json", papers=3)  # 18 units
     with FakeGemini(api_key=KEY) as clean:
-        assert sdg.main(args_for(tmp_path, clean, tiny_model, "gemini-batch", "clean")) == 0
+        run_main("sdg.py", args_for(tmp_path, clean, tiny_model, "gemini-batch", "clean"))
     with FakeGemini(api_key=KEY) as fake:
         run_killed_at(step, tmp_path, tiny_model, fake)
-        assert sdg.main(args_for(tmp_path, fake, tiny_model)) == 0
+        run_main("sdg.py", args_for(tmp_path, fake, tiny_model))
         assert sorted(fake.billed) == sorted(set(fake.billed)) and len(fake.billed) == 18  # no unit paid twice
         assert len(fake.jobs) == 1  # after a kill in create, the job is found by its display name, not re-sent
     assert persona_rows(tmp_path / "data") == persona_rows(tmp_path / "clean")
@@ -156,7 +154,7 @@ def test_a_kill_while_results_are_written_is_completed_by_the_rerun_without_dupl
     last one torn) is made here by hand from a finished run, since the writing itself takes milliseconds."""
     write_papers(tmp_path / "papers.json", papers=3)
     with FakeGemini(api_key=KEY) as fake:
-        assert sdg.main(args_for(tmp_path, fake, tiny_model)) == 0
+        run_main("sdg.py", args_for(tmp_path, fake, tiny_model))
         data = tmp_path / "data"
         clean = persona_rows(data)
         lines = (data / "sdg_batches.jsonl").read_text().splitlines()
@@ -165,16 +163,16 @@ def test_a_kill_while_results_are_written_is_completed_by_the_rerun_without_dupl
             path = data / f"{persona}.jsonl"
             rows = path.read_text().splitlines()
             path.write_text("\n".join(rows[:keep]) + "\n" + rows[keep][:40])  # a torn last line
-        assert sdg.main(args_for(tmp_path, fake, tiny_model)) == 0
+        run_main("sdg.py", args_for(tmp_path, fake, tiny_model))
         assert len(fake.jobs) == 1 and len(fake.billed) == 18  # downloaded again, not submitted again
     assert persona_rows(data) == clean
     assert [r["event"] for r in journal(data)][-1] == "collected"
 
 
-def test_dry_run_shows_online_and_batch_prices(tmp_path, tiny_model, capsys):
+def test_dry_run_shows_online_and_batch_prices(tmp_path, tiny_model):
     write_papers(tmp_path / "papers.json", papers=1)
-    assert sdg.main(["--papers", str(tmp_path / "papers.json"), "--tokenizer", str(tiny_model), "--dry-run"]) == 0
-    out = capsys.readouterr().out
+    dry = ["--papers", str(tmp_path / "papers.json"), "--tokenizer", str(tiny_model), "--dry-run"]
+    out = run_main("sdg.py", dry).stdout
     online = float(out.split("online ~$")[1].split(",")[0])
     batch = float(out.split("gemini-batch ~$")[1].split(" ")[0])
     assert batch == pytest.approx(online / 2, abs=0.01)
@@ -218,10 +216,8 @@ def test_a_bad_key_stops_a_batch_run_before_anything_is_paid_and_abandons_the_jo
     write_papers(tmp_path / "papers.json", papers=1)
     monkeypatch.setenv("GEMINI_API_KEY", "wrong-key")
     with FakeGemini(api_key=KEY) as fake:
-        with pytest.raises(SystemExit) as stop:
-            sdg.main(args_for(tmp_path, fake, tiny_model))
+        message = run_main("sdg.py", args_for(tmp_path, fake, tiny_model), expect=1).stderr
         assert fake.jobs == {} and fake.billed == []
-    message = str(stop.value)
     assert "the Batch API refused to upload the requests: 400 INVALID_ARGUMENT: API key not valid" in message
     assert "GEMINI_API_KEY" in message  # the fix
     assert [r["event"] for r in journal(tmp_path / "data")] == ["submitting", "abandoned"]
@@ -233,8 +229,7 @@ def test_a_damaged_journal_is_an_error_naming_its_line_and_nothing_is_sent(tmp_p
     data.mkdir()
     (data / "sdg_batches.jsonl").write_text('{"event": "submitting", "display_name": "a", "keys": []}\nnot json\n')
     with FakeGemini(api_key=KEY) as fake:
-        with pytest.raises(SystemExit) as stop:
-            sdg.main(args_for(tmp_path, fake, tiny_model))
+        message = run_main("sdg.py", args_for(tmp_path, fake, tiny_model), expect=1).stderr
         assert fake.jobs == {} and fake.files == {}
-    assert "sdg_batches.jsonl:2: not valid JSON" in str(stop.value)
-    assert "Move it aside only once every job it names is finished" in str(stop.value)
+    assert "sdg_batches.jsonl:2: not valid JSON" in message
+    assert "Move it aside only once every job it names is finished" in message

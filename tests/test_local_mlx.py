@@ -10,9 +10,8 @@ import time
 
 import pytest
 from conftest import ROOT
-from helpers import run_script, write_papers
+from helpers import run_main, run_script, write_papers
 
-import sdg
 from paper_personas.personas import answers_schema, load_personas
 from paper_personas.teachers import local_mlx
 
@@ -52,8 +51,7 @@ def test_mlx_teacher_gives_only_schema_valid_answers_from_a_random_model_and_the
     write_papers(tmp_path / "papers.json", papers=3)  # 18 units
     args = ["--teacher", "mlx", "--model", str(tiny_model), "--papers", str(tmp_path / "papers.json")]
     args += ["--out-dir", str(tmp_path / "data"), "--tokenizer", str(tiny_model), "--max-output-tokens", "600"]
-    with pytest.raises(SystemExit, match="no unit succeeded"):
-        sdg.main([*args, "--quality-attempts", "1"])
+    assert "no unit succeeded" in run_main("sdg.py", [*args, "--quality-attempts", "1"], expect=1).stderr
     data = tmp_path / "data"
     run = json.loads((data / "sdg_stats.json").read_text())["runs"][-1]
     assert run["teacher"] == "mlx" and run["cost_usd"] == 0 and run["requests"] == 18 and run["done"] == 0
@@ -117,7 +115,6 @@ def test_ctrl_c_stops_the_local_teacher_at_once_and_the_rerun_finishes_without_d
     ledger = json.loads((tmp_path / "data" / "sdg_stats.json").read_text())
     assert ledger["runs"][-1]["outcome"] == "interrupted"
     assert ledger["runs"][-1]["done"] + ledger["runs"][-1]["failed"] < 6
-    with pytest.raises(SystemExit, match="no unit succeeded"):
-        sdg.main(args)
+    assert "no unit succeeded" in run_main("sdg.py", args, expect=1).stderr
     recorded = [f["key"] for f in rows(failures)] + [r["meta"]["key"] for r in rows(tmp_path / "data" / "eli5.jsonl")]
     assert len(recorded) == len(set(recorded)) == 6  # every unit once: written, or failed with its reason

@@ -33,12 +33,16 @@ def test_make_train_without_split_data_says_which_step_is_missing_before_fetchin
 
 
 def test_make_train_reads_the_budget_of_the_config_it_is_given(tmp_path):
+    import json
+
+    budget = json.loads((ROOT / "configs" / "smollm2-135m.json").read_text())["max_seq_length"]
+    assert budget != 2048
     copy_for_make(tmp_path)
-    split_data(tmp_path, 2048)  # trimmed for the 3B recipe, not for the 1,024 tokens of the small-model recipe
+    split_data(tmp_path, 2048)  # trimmed for the 3B recipe, not for the small-model recipe's budget
     result = run_make("train CONFIG=configs/smollm2-135m.json", tmp_path, timeout=120)
     assert result.returncode != 0
-    assert "error: data/eli5_1024/ has no train.jsonl and valid.jsonl" in result.stdout
-    assert "--max-seq-length 1024" in result.stdout
+    assert f"error: data/eli5_{budget}/ has no train.jsonl and valid.jsonl" in result.stdout
+    assert f"--max-seq-length {budget}" in result.stdout
 
 
 def test_make_train_offline_names_the_missing_base_model_and_how_to_use_a_local_one(tmp_path, monkeypatch):

@@ -14,9 +14,8 @@ import urllib.request
 
 import pytest
 from fake_openai import FakeOpenAI, OpenAIFaults
-from helpers import free_port, run_script, write_papers
+from helpers import free_port, run_main, run_script, write_papers
 
-import sdg
 from paper_personas.blas import preload_env
 from paper_personas.personas import answers_schema, load_personas
 from paper_personas.teachers import openai_compatible
@@ -64,7 +63,7 @@ def test_openai_teacher_under_real_odd_answers_writes_each_unit_once_or_records_
     faults = OpenAIFaults(rate_429=0.15, server_500=0.05, fenced=0.1, length=0.1, refusal=0.05, no_usage=0.1)
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     with FakeOpenAI(faults, api_key=KEY, seed=3) as fake:
-        assert sdg.main(openai_args(tmp_path, fake.base_url, tiny_model, "--price-input", "0.5")) == 0
+        run_main("sdg.py", openai_args(tmp_path, fake.base_url, tiny_model, "--price-input", "0.5"))
     data = tmp_path / "data"
     written = [sorted(r["meta"]["key"] for r in rows(data / f"{p}.jsonl")) for p in ("eli5", "intuitive", "executive")]
     failed = {f["key"]: f["reason"] for f in rows(data / "sdg_failures.jsonl")}

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 from fake_arxiv import FakeArxiv, FakePaper
-from helpers import free_port
+from helpers import free_port, run_main
 from pdfs import CORRUPT_PDF, make_encrypted_pdf, make_paper_pdf
 
-import paperExtractor
 from paper_personas.arxiv_client import versionless_id
+from paper_personas.records import local_records
 
 # ----------------------------------------------------------------------------- end to end against a fake arXiv
 
@@ -38,7 +38,7 @@ def fake_papers() -> list[FakePaper]:
     ]
 
 
-def run_step1(tmp_path, server, capsys, *extra):
+def run_step1(tmp_path, server, *extra):
     args = [
         "--categories",
         "cs.LG",
@@ -58,8 +58,8 @@ def run_step1(tmp_path, server, capsys, *extra):
         "2",
         *extra,
     ]
-    assert paperExtractor.main(args) == 0
-    return json.loads((tmp_path / "papers.json").read_text()), capsys.readouterr().out
+    printed = run_main("paperExtractor.py", args)
+    return json.loads((tmp_path / "papers.json").read_text()), printed.stdout
 
 
 @pytest.fixture(scope="module")
@@ -68,28 +68,8 @@ def first_run(tmp_path_factory):
     tmp_path = tmp_path_factory.mktemp("step1")
     with FakeArxiv(fake_papers()) as server:
         server.api_faults = [503]
-        capsys = _Capture()
-        data, out = run_step1(tmp_path, server, capsys)
+        data, out = run_step1(tmp_path, server)
         yield tmp_path, server, data, out, dict(server.requests)
-
-
-class _Capture:
-    """capsys is function-scoped; the module fixture reads stdout through a pipe of its own instead."""
-
-    def readouterr(self):
-        sys.stdout.flush()
-        return type("Out", (), {"out": self.out})()
-
-    def __init__(self):
-        import io
-
-        self.buffer, self._stdout = io.StringIO(), sys.stdout
-        sys.stdout = self.buffer
-
-    @property
-    def out(self):
-        sys.stdout = self._stdout
-        return self.buffer.getvalue()
 
 
 def test_cross_listed_paper_is_kept_once_with_every_category(first_run):
@@ -161,7 +141,7 @@ def test_sections_come_from_the_pdf_without_references_and_figures_are_written(f
     assert all(Path(i).exists() for i in paper["images"])
 
 
-def test_rerun_after_interruption_neither_downloads_nor_extracts_finished_papers(first_run, tmp_path, capsys):
+def test_rerun_after_interruption_neither_downloads_nor_extracts_finished_papers(first_run, tmp_path):
     src, _, data, _, _ = first_run
     # The state a kill leaves behind: every PDF on disk, but papers.json saved before 2401.00002 finished.
     (tmp_path / "papers").mkdir()
@@ -170,7 +150,7 @@ def test_rerun_after_interruption_neither_downloads_nor_extracts_finished_papers
     kept = [p for p in data["papers"] if p["id"] != "2401.00002"]
     (tmp_path / "papers.json").write_text(json.dumps({"papers": kept, "failures": []}))
     with FakeArxiv(fake_papers()) as server:
-        again, out = run_step1(tmp_path, server, capsys)
+        again, out = run_step1(tmp_path, server)
         pdf_requests = {k: v for k, v in server.requests.items() if k.startswith("pdf:")}
     # Valid PDFs on disk are not fetched again; the two earlier failures are retried.
     assert set(pdf_requests) == {"pdf:2401.00004v1", "pdf:2401.00005v1"}
@@ -182,33 +162,33 @@ def test_rerun_after_interruption_neither_downloads_nor_extracts_finished_papers
 # ----------------------------------------------------------------------------- local PDFs and user errors
 
 
-def run_pdf_dir(tmp_path, pdfs: dict[str, bytes], *extra, code: int = 0) -> dict:
-    """Run step 1 on a folder of the given PDFs (names may hold subfolders) with one worker; return papers.json.
-    code 1 expects the run to fail as a whole: nothing succeeded."""
+def run_pdf_dir(tmp_path, pdfs: dict[str, bytes], *extra, code: int = 0):
+    """Run step 1 on a folder of the given PDFs (names may hold subfolders) with one worker; return papers.json
+    and the finished process. code 1 expects the run to fail as a whole: nothing succeeded."""
     pdf_dir = tmp_path / "in"
     for name, data in pdfs.items():
         (pdf_dir / name).parent.mkdir(parents=True, exist_ok=True)
         (pdf_dir / name).write_bytes(data)
     out = tmp_path / "p.json"
     args = ["--pdf-dir", str(pdf_dir), "--out", str(out), "--papers-dir", str(tmp_path / "papers"), "--workers", "1"]
-    if code == 0:
-        assert paperExtractor.main([*args, *extra]) == 0
-    else:
-        with pytest.raises(SystemExit, match="nothing succeeded"):
-            paperExtractor.main([*args, *extra])
-    return json.loads(out.read_text())
+    printed = run_main("paperExtractor.py", [*args, *extra], expect=code)
+    assert code == 0 or "nothing succeeded" in printed.stderr
+    return json.loads(out.read_text()), printed
 
 
-def test_pdf_dir_takes_title_from_the_pdf_and_records_an_encrypted_one(tmp_path, capsys):
-    data = run_pdf_dir(tmp_path, {"good.pdf": make_paper_pdf("Learning to Rank"), "locked.pdf": make_encrypted_pdf()})
+def test_pdf_dir_takes_title_from_the_pdf_and_records_an_encrypted_one(tmp_path):
+    data, printed = run_pdf_dir(
+        tmp_path, {"good.pdf": make_paper_pdf("Learning to Rank"), "locked.pdf": make_encrypted_pdf()}
+    )
     assert [(p["id"], p["title"]) for p in data["papers"]] == [("good", "Learning to Rank")]
     assert data["papers"][0]["abstract"].startswith("We study Hash tables.")
     assert data["failures"][0]["id"] == "locked" and "encrypted" in data["failures"][0]["reason"]
-    assert "done: 1 ok, 1 failed, 0 skipped" in capsys.readouterr().out
+    assert "done: 1 ok, 1 failed, 0 skipped" in printed.stdout
 
 
 def test_a_pdf_over_the_time_cap_is_a_failure_not_a_hang(tmp_path):
-    failure = run_pdf_dir(tmp_path, {"slow.pdf": make_paper_pdf("Slow")}, "--timeout", "0.01", code=1)["failures"][0]
+    data, _ = run_pdf_dir(tmp_path, {"slow.pdf": make_paper_pdf("Slow")}, "--timeout", "0.01", code=1)
+    failure = data["failures"][0]
     assert failure["stage"] == "extract" and "timed out after 0.01 s" in failure["reason"]
 
 
@@ -243,7 +223,7 @@ def test_user_errors_give_a_message_and_no_traceback(tmp_path, args, code, messa
         assert data["papers"] == [] and len(data["failures"]) == 1
 
 
-def test_ids_fetch_those_papers_and_unknown_ids_are_named(tmp_path, caplog):
+def test_ids_fetch_those_papers_and_unknown_ids_are_named(tmp_path):
     with FakeArxiv(fake_papers()) as server:
         base = [
             "--api-url",
@@ -257,12 +237,12 @@ def test_ids_fetch_those_papers_and_unknown_ids_are_named(tmp_path, caplog):
             "--workers",
             "1",
         ]
-        assert paperExtractor.main(["--ids", "cs/0112017", "9999.99999", *base]) == 0
-        with pytest.raises(SystemExit, match="9999.99999 \\(id\\): arXiv has no paper with this id"):
-            paperExtractor.main(["--ids", "9999.99999", *base])
+        first = run_main("paperExtractor.py", ["--ids", "cs/0112017", "9999.99999", *base])
+        unknown = run_main("paperExtractor.py", ["--ids", "9999.99999", *base], expect=1)
+        assert "9999.99999 (id): arXiv has no paper with this id" in unknown.stderr
     data = json.loads((tmp_path / "p.json").read_text())
     assert [p["id"] for p in data["papers"]] == ["cs/0112017"]
-    assert "not found on arXiv, skipped: 9999.99999" in caplog.text
+    assert "not found on arXiv, skipped: 9999.99999" in first.stderr
 
 
 def test_help_documents_the_flags_other_tools_rely_on(tmp_path):
@@ -335,7 +315,7 @@ def test_an_interrupt_stops_in_seconds_keeps_finished_papers_and_the_rerun_extra
     assert f"done: {11 - len(saved)} ok, 0 failed, {len(saved)} skipped" in rerun.stdout  # nothing extracted twice
 
 
-def test_local_names_that_collide_get_distinct_stable_ids_and_subfolders_and_upper_case_count(tmp_path, caplog):
+def test_local_names_that_collide_get_distinct_stable_ids_and_subfolders_and_upper_case_count(tmp_path):
     pdfs = {
         "a b.pdf": make_paper_pdf("Space"),
         "a?b.pdf": make_paper_pdf("Question"),
@@ -345,35 +325,39 @@ def test_local_names_that_collide_get_distinct_stable_ids_and_subfolders_and_upp
         "LOUD.PDF": make_paper_pdf("Loud"),
         "sub/inner.pdf": make_paper_pdf("Inner"),
     }
-    first = run_pdf_dir(tmp_path, pdfs)
+    first, printed = run_pdf_dir(tmp_path, pdfs)
     ids = {p["title"]: p["id"] for p in first["papers"]}
     assert len(ids) == 7 and len(set(ids.values())) == 7  # nothing lost, nothing merged
     assert ids["Loud"] == "LOUD" and ids["Inner"] == "sub_inner" and ids["Chinese Two"] == "两篇"
     assert all(i.startswith("a_b-") for t, i in ids.items() if t in ("Space", "Question", "Underscore"))
-    assert "its name is taken by another PDF" in caplog.text
-    again = paperExtractor.local_records(tmp_path / "in")
+    assert "its name is taken by another PDF" in printed.stderr
+    again = local_records(tmp_path / "in")
     assert set(again) == set(ids.values())  # the same ids on every run
 
 
-def test_a_changed_pdf_or_option_is_extracted_again_and_force_extracts_everything(tmp_path, capsys):
+def test_a_changed_pdf_or_option_is_extracted_again_and_force_extracts_everything(tmp_path):
     run_pdf_dir(tmp_path, {"one.pdf": make_paper_pdf("One"), "two.pdf": make_paper_pdf("Two")})
-    capsys.readouterr()
     (tmp_path / "in" / "two.pdf").write_bytes(make_paper_pdf("Two, revised", "Revisions"))
-    assert paperExtractor.main(pdf_dir_args(tmp_path)) == 0
-    assert "done: 1 ok, 0 failed, 1 skipped" in capsys.readouterr().out
+    assert "done: 1 ok, 0 failed, 1 skipped" in run_main("paperExtractor.py", pdf_dir_args(tmp_path)).stdout
     titles = {p["id"]: p["title"] for p in json.loads((tmp_path / "p.json").read_text())["papers"]}
     assert titles == {"one": "One", "two": "Two, revised"}
-    assert paperExtractor.main(pdf_dir_args(tmp_path, "--keep-appendix")) == 0
-    assert "done: 2 ok, 0 failed, 0 skipped" in capsys.readouterr().out
-    assert paperExtractor.main(pdf_dir_args(tmp_path, "--keep-appendix")) == 0
-    assert "done: 0 ok, 0 failed, 2 skipped" in capsys.readouterr().out
-    assert paperExtractor.main(pdf_dir_args(tmp_path, "--keep-appendix", "--force")) == 0
-    assert "done: 2 ok, 0 failed, 0 skipped" in capsys.readouterr().out
+    assert (
+        "done: 2 ok, 0 failed, 0 skipped"
+        in run_main("paperExtractor.py", pdf_dir_args(tmp_path, "--keep-appendix")).stdout
+    )
+    assert (
+        "done: 0 ok, 0 failed, 2 skipped"
+        in run_main("paperExtractor.py", pdf_dir_args(tmp_path, "--keep-appendix")).stdout
+    )
+    assert (
+        "done: 2 ok, 0 failed, 0 skipped"
+        in run_main("paperExtractor.py", pdf_dir_args(tmp_path, "--keep-appendix", "--force")).stdout
+    )
 
 
 def test_broken_local_files_are_recorded_failures_with_their_reason(tmp_path):
     good = make_paper_pdf("Good")
-    data = run_pdf_dir(
+    data, _ = run_pdf_dir(
         tmp_path,
         {
             "good.pdf": good,
@@ -436,10 +420,10 @@ def test_malformed_ids_are_named_and_the_valid_ones_still_proceed(tmp_path):
     assert asked == [1]  # one query, for the one valid id, asking for one result
 
 
-def test_a_failing_category_is_recorded_and_the_others_are_kept(tmp_path, capsys):
+def test_a_failing_category_is_recorded_and_the_others_are_kept(tmp_path):
     with FakeArxiv(fake_papers()) as server:
         server.failing_categories = {"cs.AI"}
-        data, _ = run_step1(tmp_path, server, capsys)
+        data, _ = run_step1(tmp_path, server)
         asked = set(server.page_sizes)
     failures = {f["id"]: f["reason"] for f in data["failures"]}
     assert failures["search:cs.AI"] == "the arXiv API answered HTTP 503 after retries"
@@ -457,11 +441,11 @@ def test_an_unreadable_api_answer_is_called_that(tmp_path):
     assert result.returncode == 1 and "answered text/html, not an Atom feed" in result.stderr
 
 
-def test_a_page_cap_is_logged_and_recorded(tmp_path, caplog):
-    data = run_pdf_dir(tmp_path, {"one.pdf": make_paper_pdf("One")}, "--max-pages", "1")
+def test_a_page_cap_is_logged_and_recorded(tmp_path):
+    data, printed = run_pdf_dir(tmp_path, {"one.pdf": make_paper_pdf("One")}, "--max-pages", "1")
     paper = data["papers"][0]
     assert (paper["pages"], paper["pages_total"]) == (1, 2)
-    assert "one: only the first 1 of 2 pages extracted (--max-pages)" in caplog.text
+    assert "one: only the first 1 of 2 pages extracted (--max-pages)" in printed.stderr
 
 
 @pytest.mark.parametrize(
@@ -491,15 +475,13 @@ def test_a_foreign_papers_json_names_the_record(tmp_path):
     (tmp_path / "in").mkdir()
     result = run_cli(*pdf_dir_args(tmp_path), cwd=tmp_path)
     assert result.returncode == 1 and "Traceback" not in result.stderr
-    assert 'papers[1] has no "id"' in result.stderr
+    assert 'papers[1] is not a paper record with an "id"' in result.stderr
 
 
-def test_papers_json_from_before_the_store_is_kept_and_not_extracted_again(tmp_path, capsys):
+def test_papers_json_from_before_the_store_is_kept_and_not_extracted_again(tmp_path):
     run_pdf_dir(tmp_path, {"one.pdf": make_paper_pdf("One")})
-    capsys.readouterr()
     shutil.rmtree(tmp_path / "p.records")  # as an older version left it: papers.json only
-    assert paperExtractor.main(pdf_dir_args(tmp_path)) == 0
-    assert "done: 0 ok, 0 failed, 1 skipped" in capsys.readouterr().out
+    assert "done: 0 ok, 0 failed, 1 skipped" in run_main("paperExtractor.py", pdf_dir_args(tmp_path)).stdout
 
 
 def test_a_search_that_finds_nothing_exits_non_zero(tmp_path):
@@ -512,7 +494,7 @@ def test_a_generated_paper_with_every_known_hard_case(tmp_path):
     """Through the whole extraction (pymupdf4llm on a PDF generated here), not only the markdown splitter."""
     from pdfs import make_hard_paper_pdf
 
-    data = run_pdf_dir(tmp_path, {"hard.pdf": make_hard_paper_pdf()})
+    data, _ = run_pdf_dir(tmp_path, {"hard.pdf": make_hard_paper_pdf()})
     paper = data["papers"][0]
     headings = [s["heading"] for s in paper["sections"]]
     assert paper["title"] == "Hard Cases in Paper Extraction"  # the first page, not "hard-cases.dvi"

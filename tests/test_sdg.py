@@ -8,11 +8,11 @@ import time
 import pytest
 from conftest import ROOT
 from fake_gemini import FAULT_KINDS, QUALITY_FAULTS, FakeGemini, Faults
-from helpers import run_script, tree_hashes, write_papers
+from helpers import run_main, run_script, tree_hashes, write_papers
 
-import sdg
 from paper_personas import units
-from paper_personas.personas import load_personas
+from paper_personas.personas import load_personas, system_instruction
+from paper_personas.rows import make_row
 from paper_personas.tokens import count_tokens, load_tokenizer
 
 KEY = "test-key-5f3a9c"  # must never appear in anything sdg.py writes
@@ -62,9 +62,7 @@ def api_key(monkeypatch):
     monkeypatch.setenv("GEMINI_API_KEY", KEY)
 
 
-def test_under_a_mix_of_faults_every_unit_is_written_once_per_persona_or_recorded(
-    tmp_path, tiny_model, api_key, capsys
-):
+def test_under_a_mix_of_faults_every_unit_is_written_once_per_persona_or_recorded(tmp_path, tiny_model, api_key):
     write_papers(tmp_path / "papers.json", papers=12)  # 72 units: enough for every kind of fault to happen
     faults = Faults(
         rate_429=0.1,
@@ -84,7 +82,7 @@ def test_under_a_mix_of_faults_every_unit_is_written_once_per_persona_or_recorde
         retry_delay_s=0.05,
     )
     with FakeGemini(faults, api_key=KEY, seed=1) as fake:
-        assert sdg.main(sdg_args(tmp_path, fake, tiny_model, "--max-retries", "8")) == 0
+        out = run_main("sdg.py", sdg_args(tmp_path, fake, tiny_model, "--max-retries", "8")).stdout
     data = tmp_path / "data"
     written = [keys(data / f"{p}.jsonl") for p in ("eli5", "intuitive", "executive")]
     failed = {json.loads(line)["key"] for line in (data / "sdg_failures.jsonl").read_text().splitlines()}
@@ -105,7 +103,6 @@ def test_under_a_mix_of_faults_every_unit_is_written_once_per_persona_or_recorde
     rejected = stats["rejections_by_reason"]
     planted = {"refusal": "refusal", "wrong_language": "wrong_language", "repeated_label": "repeated_label"}
     assert all(rejected.get(reason, 0) >= fake.outcomes[fault] for fault, reason in planted.items()), rejected
-    out = capsys.readouterr().out
     assert f"done: {len(written[0])} ok" in out and f"{sum(rejected.values())} answers rejected (" in out
 
 
@@ -115,12 +112,12 @@ def test_rows_follow_the_persona_format_and_mlx_lm_loads_them(tmp_path, tiny_mod
 
     write_papers(tmp_path / "papers.json", papers=1, sections=2)
     with FakeGemini(api_key=KEY) as fake:
-        sdg.main(sdg_args(tmp_path, fake, tiny_model))
+        run_main("sdg.py", sdg_args(tmp_path, fake, tiny_model))
     rows = {
         p: [json.loads(line) for line in (tmp_path / "data" / f"{p}.jsonl").read_text().splitlines()]
         for p in ("eli5", "intuitive", "executive")
     }
-    # Rows are appended as units finish, so with concurrency the file order is completion order.
+    # Rows are appended as units finish, then put in papers.json's order at the end of the run.
     first = next(r for r in rows["eli5"] if (r["meta"]["section"], r["meta"]["chunk"]) == (0, 0))
     assert first["messages"][0]["content"].startswith("Explain this like I'm 5:\nSentence 0 of section 0 in paper 0:")
     assert first["messages"][1]["content"].startswith("**Analogy:** ")
@@ -177,7 +174,7 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_resume(tmp_path, tiny_model):
 def test_a_unit_written_for_some_personas_is_completed_and_a_torn_line_repaired(tmp_path, tiny_model, api_key):
     write_papers(tmp_path / "papers.json", papers=1, sections=2)
     with FakeGemini(api_key=KEY) as fake:
-        sdg.main(sdg_args(tmp_path, fake, tiny_model))
+        run_main("sdg.py", sdg_args(tmp_path, fake, tiny_model))
         data = tmp_path / "data"
         complete = {p: (data / f"{p}.jsonl").read_text() for p in ("eli5", "intuitive", "executive")}
         # A kill between personas: the last unit reached eli5 only, and intuitive's last line is half written.
@@ -185,18 +182,17 @@ def test_a_unit_written_for_some_personas_is_completed_and_a_torn_line_repaired(
         (data / "intuitive.jsonl").write_text("".join(intuitive[:-1]) + intuitive[-1][:40])
         (data / "executive.jsonl").write_text("".join(complete["executive"].splitlines(keepends=True)[:-1]))
         fake.request_times.clear()
-        sdg.main(sdg_args(tmp_path, fake, tiny_model))
+        run_main("sdg.py", sdg_args(tmp_path, fake, tiny_model))
     assert len(fake.request_times) == 1  # only the unfinished unit is paid for again
     for persona, text in complete.items():
         assert keys(data / f"{persona}.jsonl") == [json.loads(line)["meta"]["key"] for line in text.splitlines()]
 
 
-def test_dry_run_makes_no_request_and_needs_no_key(tmp_path, tiny_model, capsys):
+def test_dry_run_makes_no_request_and_needs_no_key(tmp_path, tiny_model):
     write_papers(tmp_path / "papers.json")
     with FakeGemini(api_key=KEY) as fake:
-        assert sdg.main(sdg_args(tmp_path, fake, tiny_model, "--dry-run")) == 0
+        out = run_main("sdg.py", sdg_args(tmp_path, fake, tiny_model, "--dry-run")).stdout
     assert fake.request_times == []
-    out = capsys.readouterr().out
     assert (
         f"0 units already done in {tmp_path / 'data'}/, {len(all_unit_keys(tmp_path, tiny_model))} to generate" in out
     )
@@ -207,7 +203,7 @@ def test_a_dry_run_writes_nothing_says_what_is_done_and_names_a_foreign_row(tmp_
     """A torn last line stays as it is (only a real run cuts it); a row sdg.py did not write is a clean error."""
     write_papers(tmp_path / "papers.json", papers=1)
     with FakeGemini(api_key=KEY) as fake:
-        assert sdg.main(sdg_args(tmp_path, fake, tiny_model)) == 0
+        run_main("sdg.py", sdg_args(tmp_path, fake, tiny_model))
         data = tmp_path / "data"
         eli5 = data / "eli5.jsonl"
         done = len(eli5.read_text().splitlines())
@@ -246,7 +242,7 @@ def run_sdg_cli(tmp_path, fake, tiny_model, *extra):
 def test_the_api_key_never_reaches_any_file(tmp_path, tiny_model, api_key):
     write_papers(tmp_path / "papers.json", papers=1)
     with FakeGemini(Faults(rate_429=0.3, retry_delay_s=0.01), api_key=KEY) as fake:
-        sdg.main(sdg_args(tmp_path, fake, tiny_model, "-v"))
+        run_main("sdg.py", sdg_args(tmp_path, fake, tiny_model, "-v"))
     written = list((tmp_path / "data").iterdir())
     # 3 persona files, failures, the ledger and the (empty) lock file
     assert sorted(p.name for p in written) == sorted(
@@ -300,7 +296,7 @@ def test_todays_personas_render_the_rows_they_always_did_byte_for_byte():
         intuitive={"mechanism": "A hash picks the slot.", "explanation": "No search needed."},
         executive={"verdict": "Adopt it.", "summary": "Cheap and fast."},
     )
-    rows = {p.name: sdg.make_row(p, unit, answers, "gemini-2.5-flash") for p in load_personas()}
+    rows = {p.name: make_row(p, unit, answers, "gemini-2.5-flash") for p in load_personas()}
     assert [m["content"] for m in rows["eli5"]["messages"]] == [
         "Explain this like I'm 5:\nHash tables map keys to slots.",
         "**Analogy:** A toy box.\n\n**Explanation:** Each toy has a spot.",
@@ -314,13 +310,13 @@ def test_todays_personas_render_the_rows_they_always_did_byte_for_byte():
         "**Verdict:** Adopt it.\n\n**Summary:** Cheap and fast.",
     ]
     # The teacher's prompt of the three personas as it was before they became data.
-    assert sdg.system_instruction(load_personas()).startswith(
+    assert system_instruction(load_personas()).startswith(
         "You turn one section of a research paper into training data for three explainer personas. Answer only "
         "from the text. Keep every field to 40-220 words, in plain prose without headings.\n\neli5: You are a "
         "kindergarten teacher who is a master of analogies. Explain the single big idea of the text with one "
         "concrete, physical analogy"
     )
-    assert sdg.system_instruction(load_personas()).endswith(
+    assert system_instruction(load_personas()).endswith(
         "executive: You are a sceptical venture-capital analyst. Put the bottom line first as a one-sentence "
         "verdict, then summarise value, utility, cost and hardware needs. Ignore novelty unless it changes speed "
         "or cost."
@@ -390,7 +386,7 @@ def test_a_spent_daily_quota_stops_at_once_with_what_was_spent_and_how_to_resume
         (["--model", "gemini-2.5-pro"], "gemini-2.5-pro only works in thinking mode: pass --thinking-budget 128"),
         (["--thinking-budget", "99999"], "--thinking-budget 99999 is outside gemini-2.5-flash's range 1-24576"),
         (["--base-url", "localhost:8080"], "--base-url 'localhost:8080' is not an http(s) URL"),
-        (["--max-tokens", "512"], "--max-tokens 512 leaves no room for a useful chunk"),
+        (["--max-seq-length", "512"], "--max-seq-length 512 leaves no room for a useful chunk"),
         (["--limit", "-2"], "--limit, --max-retries and --rpm must be 0 or more"),
         (["--timeout", "0"], "--timeout must be positive"),
     ],
@@ -502,7 +498,7 @@ def test_ctrl_c_and_the_ledger(tmp_path, tiny_model):
     [
         (lambda d: d["papers"][1].update(sections=None), "paper '2401.00001': \"sections\" is NoneType, not a list"),
         (lambda d: d["papers"][0]["sections"][2].pop("text"), "paper '2401.00000': sections[2] has no text field"),
-        (lambda d: d["papers"][0].pop("id"), 'papers[0]: no "id"'),
+        (lambda d: d["papers"][0].pop("id"), 'papers[0] is not a paper record with an "id"'),
     ],
 )
 def test_a_damaged_papers_json_names_the_paper_and_the_field(tmp_path, tiny_model, edit, message):

@@ -85,11 +85,9 @@ checks = { answer_words = [30, 400] }
 def test_a_fourth_persona_in_a_personas_file_works_end_to_end(tmp_path):
     """One edit, a personas file of the user's own, and every step follows: generate, trim, split, train,
     analyze and evaluate, ending with four adapters and a four-perspective report."""
+    from helpers import run_main
     from pdfs import make_paper_pdf
     from smoke import run_smoke
-
-    import analyze
-    import evaluate
 
     personas_file = tmp_path / "my-personas.toml"
     personas_file.write_text((ROOT / "personas.toml").read_text() + SOCRATIC)
@@ -107,13 +105,8 @@ def test_a_fourth_persona_in_a_personas_file_works_end_to_end(tmp_path):
     pdf.write_bytes(make_paper_pdf("Lock-Free Queues", "Lock-free queues"))
     common = ["--model", model, "--adapters", str(work / "adapters"), "--personas-file", str(personas_file)]
     report_path = tmp_path / "report.md"
-    assert (
-        analyze.main(
-            [*common, "--pdf", str(pdf), "--tokenizer", model, "--max-tokens", "4"]
-            + ["--out", str(report_path), "--papers-dir", str(tmp_path / "papers")]
-        )
-        == 0
-    )
+    analyzed = [*common, "--pdf", str(pdf), "--tokenizer", model, "--max-tokens", "4"]
+    run_main("analyze.py", analyzed + ["--out", str(report_path), "--papers-dir", str(tmp_path / "papers")])
     report = json.loads(report_path.with_suffix(".json").read_text())
     assert report["personas"] == ["eli5", "intuitive", "executive", "socratic"]
     assert all(list(s["perspectives"]) == report["personas"] for s in report["sections"])
@@ -121,7 +114,7 @@ def test_a_fourth_persona_in_a_personas_file_works_end_to_end(tmp_path):
 
     out = tmp_path / "eval"
     args = [*common, "--data", str(work / "data"), "--limit", "2", "--max-tokens", "4", "--out", str(out)]
-    assert evaluate.main(args) == 0
+    run_main("evaluate.py", args)
     socratic = json.loads((out / "eval.json").read_text())["personas"]["socratic"]["systems"]
     assert set(socratic) == {"base", "prompted", "adapter"}
     content = {"topical", "copy_share", "degenerate", "format", "rouge_l", "tokens", "loss"}
@@ -135,7 +128,8 @@ def test_the_readme_quick_start_works_as_written_on_a_fresh_copy(smoke):
     # Each step's log names the command as typed at the root and the folder its output really went to
     log, next_steps = result["stdout"].split("Next, on what smoke made", 1)
     outputs = [line.rsplit(" -> ", 1)[1] for line in log.splitlines() if " -> " in line and "smoke:" not in line]
-    assert len(outputs) == 1 + 1 + 3 + 3 + 1 and all(f"{work}/" in path for path in outputs), outputs
+    # papers.json, data/, 3 trimmed files, 3 split folders, 3 kept adapters (step 5's best), the report
+    assert len(outputs) == 1 + 1 + 3 + 3 + 3 + 1 and all(f"{work}/" in path for path in outputs), outputs
     assert "valid 5 rows / 1 paper;" in log  # not "1 papers"
     printed = next_steps.splitlines()[1:]
     commands = [line.strip() for line in printed if line.startswith("  .venv/bin/python ")]

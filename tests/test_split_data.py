@@ -7,12 +7,11 @@ import types
 
 import pytest
 from conftest import ROOT
-from helpers import chat_row, read_rows, write_rows
+from helpers import chat_row, read_rows, run_main, run_script, write_rows
 
-import split_data
 from paper_personas.personas import load_personas
+from paper_personas.splits import assign_groups, near_duplicate_pairs
 from paper_personas.tokens import TRUNCATION_MARK
-from split_data import assign_groups
 
 PERSONAS = [p.name for p in load_personas()]
 
@@ -34,9 +33,9 @@ def papers_in(path):
     return {r["meta"]["paper_id"] for r in read_rows(path)}
 
 
-def test_no_paper_straddles_splits_and_every_persona_validates_on_the_same_papers(tmp_path, capsys):
+def test_no_paper_straddles_splits_and_every_persona_validates_on_the_same_papers(tmp_path):
     paths = persona_files(tmp_path)
-    assert split_data.main([str(p) for p in paths]) == 0
+    out = run_main("split_data.py", [str(p) for p in paths]).stdout
     valid_sets = []
     for path in paths:
         folder = path.with_suffix("")
@@ -46,16 +45,16 @@ def test_no_paper_straddles_splits_and_every_persona_validates_on_the_same_paper
         assert len(valid) == 3  # round(20 papers * 0.15)
         valid_sets.append(valid)
     assert valid_sets[0] == valid_sets[1] == valid_sets[2]
-    assert "train 51 rows / 17 papers, valid 9 rows / 3 papers; 0 duplicates removed" in capsys.readouterr().out
+    assert "train 51 rows / 17 papers, valid 9 rows / 3 papers; 0 duplicates removed" in out
 
 
 def test_a_rerun_gives_identical_bytes_and_another_seed_another_split(tmp_path):
     paths = persona_files(tmp_path)
-    split_data.main([str(paths[0])])
+    run_main("split_data.py", [str(paths[0])])
     first = {name: (tmp_path / "eli5_2048" / f"{name}.jsonl").read_bytes() for name in ("train", "valid")}
-    split_data.main([str(paths[0])])
+    run_main("split_data.py", [str(paths[0])])
     assert first == {name: (tmp_path / "eli5_2048" / f"{name}.jsonl").read_bytes() for name in ("train", "valid")}
-    split_data.main([str(paths[0]), "--seed", "1"])
+    run_main("split_data.py", [str(paths[0]), "--seed", "1"])
     assert first["valid"] != (tmp_path / "eli5_2048" / "valid.jsonl").read_bytes()
 
 
@@ -66,26 +65,26 @@ def test_a_papers_split_does_not_depend_on_which_other_papers_exist():
     assert len(moved) <= 1  # dropping one paper shifts at most the one paper at the boundary
 
 
-def test_duplicates_are_removed_and_counted_and_test_split_is_written(tmp_path, capsys):
+def test_duplicates_are_removed_and_counted_and_test_split_is_written(tmp_path):
     path = persona_files(tmp_path, papers=10, sections=2)[0]
     rows = read_rows(path)
     write_rows(path, rows + rows[:4])
-    assert split_data.main([str(path), "--test-fraction", "0.2"]) == 0
+    out = run_main("split_data.py", [str(path), "--test-fraction", "0.2"]).stdout
     folder = path.with_suffix("")
     counts = {name: len(read_rows(folder / f"{name}.jsonl")) for name in ("train", "valid", "test")}
     assert sum(counts.values()) == 20 and counts["test"] == 4  # 2 papers (10 * 0.2) of 2 rows
-    assert "4 duplicates removed" in capsys.readouterr().out
+    assert "4 duplicates removed" in out
 
 
-def test_rows_without_meta_are_grouped_by_their_user_message(tmp_path, capsys):
+def test_rows_without_meta_are_grouped_by_their_user_message(tmp_path):
     rows = [chat_row(f"question {i}", paper_id=None) for i in range(10)] * 2  # each question twice
     rows[10:] = [chat_row(f"question {i}", f"another answer {i}", paper_id=None) for i in range(10)]
     path = write_rows(tmp_path / "mine.jsonl", rows)
-    assert split_data.main([str(path)]) == 0
+    out = run_main("split_data.py", [str(path)]).stdout
     train = {r["messages"][0]["content"] for r in read_rows(tmp_path / "mine" / "train.jsonl")}
     valid = {r["messages"][0]["content"] for r in read_rows(tmp_path / "mine" / "valid.jsonl")}
     assert not train & valid and len(train | valid) == 10
-    assert "valid 4 rows / 2 groups" in capsys.readouterr().out  # not "papers": these groups are sections
+    assert "valid 4 rows / 2 groups" in out  # not "papers": these groups are sections
 
 
 # ----------------------------------------------------------------------------- data from elsewhere (no meta)
@@ -118,9 +117,9 @@ def opening(text: str) -> str:
     return " ".join(text.split("\n", 1)[1].split())[:200]
 
 
-def test_rows_without_meta_validate_every_persona_on_the_same_sections_and_twins_never_straddle(tmp_path, capsys):
+def test_rows_without_meta_validate_every_persona_on_the_same_sections_and_twins_never_straddle(tmp_path):
     paths = [write_rows(tmp_path / f"{p}_2048.jsonl", foreign_rows(p)) for p in PREFIXES]
-    assert split_data.main([str(p) for p in paths]) == 0
+    out = run_main("split_data.py", [str(p) for p in paths]).stdout
     valid_sections, train_openings = [], set()
     for path in paths:
         folder = path.with_suffix("")
@@ -130,33 +129,33 @@ def test_rows_without_meta_validate_every_persona_on_the_same_sections_and_twins
         train_openings |= {opening(r["messages"][0]["content"]) for r in train}
     assert valid_sections[0] == valid_sections[1] == valid_sections[2]  # 100% shared by the three personas
     assert not set().union(*valid_sections) & train_openings  # no twin or truncated copy on the other side
-    out = capsys.readouterr().out
+    out = out
     assert "6 groups" in out  # round(40 sections * 0.15) in valid
     assert "same_opening" in out  # the truncated copies were joined to their sections
 
 
-def test_near_identical_sections_under_two_paper_ids_are_joined_and_counted(tmp_path, capsys):
+def test_near_identical_sections_under_two_paper_ids_are_joined_and_counted(tmp_path):
     rows = [chat_row(PREFIXES["eli5"] + section(i), paper_id=f"2401.{i:05d}") for i in range(20)]
     # Paper 2401.00003 extracted again as a local PDF: one word edited, a line break moved.
     twin = section(3).replace("w", "v", 1).replace(" ", "\n", 1)
     rows.append(chat_row(PREFIXES["eli5"] + "Abstract. " + twin, paper_id="local-copy"))
     path = write_rows(tmp_path / "eli5_2048.jsonl", rows)
     for seed in range(6):  # whatever the seed, the two copies land in the same split
-        assert split_data.main([str(path), "--seed", str(seed)]) == 0
+        out = run_main("split_data.py", [str(path), "--seed", str(seed)]).stdout
         where = {
             r["meta"]["paper_id"]: name
             for name in ("train", "valid")
             for r in read_rows(tmp_path / "eli5_2048" / f"{name}.jsonl")
         }
         assert where["local-copy"] == where["2401.00003"]
-    assert "1 joins (1 near_duplicate)" in capsys.readouterr().out
+    assert "1 joins (1 near_duplicate)" in out
     # --check on what was split counts the same join, in the same words: one count, one meaning
-    assert split_data.main(["--check", str(tmp_path / "eli5_2048")]) == 0
-    assert "(1 joins (1 near_duplicate) of near-identical sections)" in capsys.readouterr().out
+    out = run_main("split_data.py", ["--check", str(tmp_path / "eli5_2048")]).stdout
+    assert "(1 joins (1 near_duplicate) of near-identical sections)" in out
 
 
 @pytest.mark.parametrize("meta", [True, False])
-def test_split_and_check_count_the_same_joins_on_the_same_rows(tmp_path, capsys, meta):
+def test_split_and_check_count_the_same_joins_on_the_same_rows(tmp_path, meta):
     """Three persona files over the same sections (each section is in all three: no join at all), with truncated
     second copies in the foreign rows (joined by their opening). --check on the split folders counts the same."""
     paths = []
@@ -165,27 +164,27 @@ def test_split_and_check_count_the_same_joins_on_the_same_rows(tmp_path, capsys,
         if meta:
             rows = [chat_row(r["messages"][0]["content"], paper_id=f"2401.{i % 40:05d}") for i, r in enumerate(rows)]
         paths.append(write_rows(tmp_path / f"{p}_2048.jsonl", rows))
-    assert split_data.main([str(p) for p in paths]) == 0
-    out = capsys.readouterr().out.splitlines()
+    out = run_main("split_data.py", [str(p) for p in paths]).stdout
+    out = out.splitlines()
     split_joins = {line.rsplit("removed, ", 1)[1].split(" -> ")[0] for line in out if " -> " in line}
-    assert split_data.main(["--check", *(str(p.with_suffix("")) for p in paths)]) == 0
+    out = run_main("split_data.py", ["--check", *(str(p.with_suffix("")) for p in paths)]).stdout
     (joins,) = split_joins
     assert joins == ("0 joins" if meta else "30 joins (30 same_opening)")  # 10 truncated copies x 3 personas
-    assert f"({joins} of near-identical sections)" in capsys.readouterr().out
+    assert f"({joins} of near-identical sections)" in out
 
 
 def test_near_duplicate_pairs_finds_edits_and_not_strangers():
     texts = [section(i) for i in range(30)]
     edited = texts[7].split()
     edited[50] = "changed"
-    pairs = split_data.near_duplicate_pairs([*texts, " ".join(edited)], threshold=0.8)
+    pairs = near_duplicate_pairs([*texts, " ".join(edited)], threshold=0.8)
     # one word of 160 changed touches 5 of 156 five-grams: Jaccard ~0.94; unrelated sections share none
     assert pairs == [(7, 30)]
 
 
 def test_check_reports_leaks_in_an_existing_split_and_passes_a_clean_one(tmp_path):
     paths = [write_rows(tmp_path / f"{p}_2048.jsonl", foreign_rows(p)) for p in PREFIXES]
-    assert split_data.main([str(p) for p in paths]) == 0
+    run_main("split_data.py", [str(p) for p in paths])
     folders = [str(p.with_suffix("")) for p in paths]
     clean = subprocess.run(
         [sys.executable, str(ROOT / "split_data.py"), "--check", *folders], capture_output=True, text=True, timeout=60
@@ -222,7 +221,7 @@ def test_mlx_lm_loads_and_tokenizes_the_split_folder(tmp_path):
     from tiny_model import build_tiny_llama
 
     path = persona_files(tmp_path, papers=8, sections=2)[0]
-    split_data.main([str(path)])
+    run_main("split_data.py", [str(path)])
     tokenizer = load_tokenizer(build_tiny_llama(tmp_path / "tiny"))
     args = types.SimpleNamespace(  # mlx_lm's own CLI namespace, the shape its load_dataset reads
         data=str(path.with_suffix("")),
@@ -241,17 +240,17 @@ def test_mlx_lm_loads_and_tokenizes_the_split_folder(tmp_path):
     assert 0 < offset < len(tokens)  # mask_prompt: the loss starts at the answer
 
 
-def test_a_newer_file_for_another_token_budget_is_warned_about(tmp_path, monkeypatch, caplog):
-    """trim_jsonl.py --max-tokens 4096 after a 2048 run: split_data.py's default still reads the _2048 files,
+def test_a_newer_file_for_another_token_budget_is_warned_about(tmp_path):
+    """trim_jsonl.py --max-seq-length 4096 after a 2048 run: split_data.py's default still reads the _2048 files,
     and says that a newer _4096 file exists."""
-    monkeypatch.chdir(tmp_path)
     for persona in PERSONAS:
         rows = [chat_row(f"{persona} {p}", paper_id=f"p{p}") for p in range(10)]
         write_rows(tmp_path / "data" / f"{persona}_2048.jsonl", rows)
     newer = write_rows(tmp_path / "data" / "eli5_4096.jsonl", [chat_row("eli5 new", paper_id="p0")])
     os.utime(newer, (time.time() + 60, time.time() + 60))
-    assert split_data.main([]) == 0
-    assert "data/eli5_4096.jsonl is newer than the file read: pass --max-tokens" in caplog.text
+    result = run_script("split_data.py", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "data/eli5_4096.jsonl is newer than the file read: pass --max-seq-length" in result.stderr
 
 
 def test_a_held_out_share_far_from_its_fraction_is_warned_with_the_reason(tmp_path):

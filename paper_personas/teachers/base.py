@@ -6,6 +6,7 @@ that its classify() sorts into the four kinds a caller acts on differently (a re
 one request; every request would fail the same way; the quota is spent). Rate limits, retries, the quality
 gate, resume, the lock, the ledger and orphans sit above, in sdg.py, the same for every teacher."""
 
+import abc
 import os
 import random
 import socket
@@ -13,7 +14,7 @@ import ssl
 from dataclasses import astuple, dataclass
 from urllib.parse import urlparse
 
-MAX_RETRY_WAIT_S = 300.0
+MAX_RETRY_WAIT_S = 300.0  # the longest a server's asked-for retry delay is honoured
 # What a caller does about an error: retry it; record this one unit; stop the run; stop and wait for the quota.
 RETRYABLE, PER_UNIT, SYSTEMIC, DAILY_QUOTA = "retryable", "per_unit", "systemic", "daily_quota"
 # Connection refused, an unknown host, a failed TLS handshake: retried this many times, not --max-retries, since
@@ -169,8 +170,10 @@ class TeacherOptions:
     flags: FlagNames = FlagNames()
 
 
-class Teacher:
-    """The interface; one subclass per way of asking. A new teacher is one class here and its tests."""
+class Teacher(abc.ABC):
+    """The interface; one subclass per provider, each implementing ask(). A new teacher is one class, its
+    TEACHERS entry (teachers/__init__.py) and its tests; keys, retries, rate limits and resume are handled once,
+    here and above."""
 
     name = ""
     default_model = ""  # "" = --model is required
@@ -179,7 +182,8 @@ class Teacher:
     default_rpm = 0.0  # requests per minute when --rpm is not given; 0 = no client-side limit
     remote = True  # a network call, bounded by --timeout as a whole; a local model is not
     default_url = ""  # where requests go without --base-url
-    batch = False  # answers come back from a job later (teachers/gemini_batch.py), not from ask()
+    key_env_vars: tuple[str, ...] = ()  # where the API key is read from, the first set wins; () = no key
+    key_help = ""  # where a user gets a key, or why one may need none
     fix_hint = "Fix the cause and rerun; finished rows are kept."
     quota_hint = "Rerun when the quota is restored; it resumes."
 
@@ -199,14 +203,27 @@ class Teacher:
         judge): 0, thinking off, unless the model must think."""
         return 0
 
+    # ----------------------------------------------------------------------------- before the first request
+
     def problem(self) -> str | None:
         """A setting every request would be refused for, found before the first one; None when all is well."""
         return None
 
+    @property
+    def needs_key(self) -> bool:
+        return bool(self.key_env_vars)
+
+    def api_key(self) -> str | None:
+        """The key, from the environment only: never a flag, never printed, never written."""
+        return next((os.environ[name] for name in self.key_env_vars if os.environ.get(name)), None)
+
     def key_problem(self, alternatives: str = "") -> str | None:
         """What to do when the teacher needs a key and none is set; None when it needs none or has one.
         `alternatives` is the calling script's own way around it, in its own flags."""
-        return None
+        if not self.needs_key or self.api_key():
+            return None
+        help_text = f" ({self.key_help})" if self.key_help else ""
+        return f"no API key: export {self.key_env_vars[0]}{help_text}" + (f"; {alternatives}" if alternatives else "")
 
     @property
     def url(self) -> str:
@@ -215,18 +232,28 @@ class Teacher:
     def unreachable(self) -> str | None:
         """Why the teacher's server cannot be reached, found before the first request; None when it can be (or
         when the teacher runs in this process)."""
-        return unreachable(self.url) if self.remote and self.url else None
+        problem = unreachable(self.url) if self.remote and self.url else None
+        return f"{problem} Check --base-url" if problem else None
+
+    def preflight(self, alternatives: str = "") -> str | None:
+        """The one check before the first request, for step 2 and the judge alike: a setting every request would
+        be refused for, a missing key, a server that does not answer. None: go ahead."""
+        return self.problem() or self.key_problem(alternatives) or self.unreachable()
 
     def prepare(self) -> None:
         """What must be ready before the first request (a local model, loaded); raises FatalAPIError if it cannot
         be, before anything is sent or counted."""
+        return None  # a remote teacher has nothing to prepare
+
+    # ----------------------------------------------------------------------------- asking
+
+    @abc.abstractmethod
+    async def ask(self, system: str, text: str, schema) -> Reply:
+        """One request: the system instructions, the text, the response schema (a pydantic model)."""
 
     def activity(self) -> dict[str, str]:
         """What the teacher is doing now, for the progress bar (a local model's tokens per second)."""
         return {}
-
-    async def ask(self, system: str, text: str, schema) -> Reply:
-        raise NotImplementedError
 
     def facts(self, error: BaseException) -> ErrorFacts:
         return ErrorFacts(None, "", str(error) or type(error).__name__, "", (), None)
@@ -235,7 +262,25 @@ class Teacher:
         return PER_UNIT
 
     async def aclose(self) -> None:
-        pass
+        return None  # a teacher without a client or a model to release
+
+
+def run_stopper(teacher: Teacher, error: BaseException) -> FatalAPIError | None:
+    """The error to stop a whole run with, when this one is an error every request would meet: a spent quota, a
+    refusal of the settings or the key, a server that cannot be reached; None when it is about one request.
+    Step 2, the Batch API's calls and evaluate.py's judge all stop on exactly these."""
+    kind, facts = teacher.classify(error), teacher.facts(error)
+    if kind == DAILY_QUOTA:
+        daily = "daily " if any("PerDay" in q for q in facts.quota_ids) else ""
+        return FatalAPIError(f"the {daily}quota is spent ({', '.join(facts.quota_ids)}): {facts.message}", quota=True)
+    if kind == SYSTEMIC:
+        return FatalAPIError(f"{teacher.name} refused the request: {facts.describe()}")
+    if connection_failure(error):  # UNREACHABLE_ATTEMPTS in a row: the server went down or the URL is wrong
+        return FatalAPIError(
+            f"cannot reach {teacher.name} at {teacher.url} ({facts.describe()}) on {UNREACHABLE_ATTEMPTS} attempts "
+            "in a row: is the server running? Check --base-url"
+        )
+    return None
 
 
 def retrying(teacher: Teacher, max_retries: int, before_sleep=None, blocking: bool = False):

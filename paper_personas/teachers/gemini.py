@@ -24,7 +24,6 @@ DEFAULT_MODEL = "gemini-2.5-flash"
 # Thinking tokens are billed as output.
 PRICE_INPUT, PRICE_OUTPUT, PRICE_CACHED = 0.30, 2.50, 0.03
 RETRYABLE_STATUS = {408, 429, 500, 502, 503, 504}
-MAX_RETRY_WAIT_S = 300.0
 KEY_ENV_VARS = ("GEMINI_API_KEY", "GOOGLE_API_KEY")
 
 
@@ -114,11 +113,6 @@ def classify(error: BaseException) -> str:
     return PER_UNIT
 
 
-def api_key() -> str | None:
-    """The key from the environment only: never a flag, never printed, never written."""
-    return next((os.environ[name] for name in KEY_ENV_VARS if os.environ.get(name)), None)
-
-
 def make_client(timeout_s: float, base_url: str | None = None):
     from google import genai
     from google.genai import types
@@ -129,7 +123,8 @@ def make_client(timeout_s: float, base_url: str | None = None):
         retry_options=types.HttpRetryOptions(attempts=1),
         **({"base_url": base_url} if base_url else {}),
     )
-    return genai.Client(api_key=api_key(), http_options=options)
+    key = next((os.environ[name] for name in KEY_ENV_VARS if os.environ.get(name)), None)
+    return genai.Client(api_key=key, http_options=options)
 
 
 def is_retryable(error: BaseException) -> bool:
@@ -153,6 +148,8 @@ class GeminiTeacher(Teacher):
     default_url = "https://generativelanguage.googleapis.com"
     prices = GEMINI_PRICES
     default_rpm = 10.0  # the free tier
+    key_env_vars = KEY_ENV_VARS
+    key_help = "get one at https://aistudio.google.com/apikey"
     fix_hint = (
         f"Fix the cause (GEMINI_API_KEY, --model e.g. {DEFAULT_MODEL}, --base-url, --thinking-budget) and rerun; "
         "finished rows are kept."
@@ -173,13 +170,6 @@ class GeminiTeacher(Teacher):
 
     def problem(self) -> str | None:
         return settings_problem(self.options.model, self.options.thinking_budget, self.options.base_url)
-
-    def key_problem(self, alternatives: str = "") -> str | None:
-        if api_key():
-            return None
-        return "no API key: export GEMINI_API_KEY (get one at https://aistudio.google.com/apikey)" + (
-            f"; {alternatives}" if alternatives else ""
-        )
 
     def config(self, system: str, schema):
         from google.genai import types

@@ -1,7 +1,6 @@
 """The Gemini Batch API for step 2 (sdg.py --teacher gemini-batch): half the online price, results within 24 h.
-
-What lives here is the protocol and its bookkeeping; sdg.py runs it through the same gate, writer, ledger and
-orphan handling as every other teacher.
+Not another teacher but another way of running the Gemini teacher's requests: the protocol, its journal and the
+run (GeminiBatchRun), which writes through the same gate, writer, ledger and orphan handling as an online run.
 
 The protocol, through google-genai: the requests go up as one JSONL file (client.files.upload), one line per
 unit, {"key": <unit key>, "request": {GenerateContentRequest}}; client.batches.create starts a job on that file;
@@ -25,15 +24,20 @@ neither done nor in flight submitted. A kill while results are being written is 
 """
 
 import json
-import os
+import logging
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from paper_personas.cli import InputError
-from paper_personas.files import iter_jsonl, repair_torn_tail
-from paper_personas.teachers.base import SYSTEMIC, FatalAPIError, Prices, Reply, Teacher, retrying
+from paper_personas.files import append_jsonl, dump_jsonl_line, iter_jsonl, repair_torn_tail
+from paper_personas.ledger import Stats
+from paper_personas.personas import answers_schema, system_instruction
+from paper_personas.replies import parse_answers
+from paper_personas.rows import Writer
+from paper_personas.teachers.base import FatalAPIError, Prices, Reply, Teacher, Usage, retrying, run_stopper
 from paper_personas.teachers.gemini import (
     PRICE_CACHED,
     PRICE_INPUT,
@@ -42,6 +46,9 @@ from paper_personas.teachers.gemini import (
     gemini_reply,
     make_client,
 )
+from paper_personas.units import Unit, across_papers, request_text
+
+log = logging.getLogger("sdg")
 
 JOURNAL = "sdg_batches.jsonl"
 SUCCEEDED = "JOB_STATE_SUCCEEDED"
@@ -50,19 +57,6 @@ API_RETRIES = 6
 EVENTS = ("submitting", "created", "abandoned", "ended", "collected")  # a job's life, in the journal's words
 # The Batch API bills half the online price (ai.google.dev/gemini-api/docs/batch-mode).
 GEMINI_BATCH_PRICES = Prices(PRICE_INPUT / 2, PRICE_OUTPUT / 2, PRICE_CACHED / 2)
-
-
-class GeminiBatchTeacher(GeminiTeacher):
-    """Gemini through the Batch API: the same model, key and error classes, half the price. sdg.py runs it with
-    this module's jobs instead of asking unit by unit."""
-
-    name = "gemini-batch"
-    prices = GEMINI_BATCH_PRICES
-    default_rpm = 0.0
-    batch = True
-
-    async def ask(self, system: str, text: str, schema) -> Reply:
-        raise NotImplementedError("gemini-batch answers through jobs (this module), never one request at a time")
 
 
 @dataclass
@@ -114,10 +108,7 @@ class Journal:
             record["keys"] = job.keys
         elif job.job:
             record["job"] = job.job
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        append_jsonl(self.path, [record])
         if event != "submitting":
             job.status = event
         if event == "ended":
@@ -195,10 +186,9 @@ class BatchAPI:
                     return fn(*args, **kwargs)
         except FatalAPIError:
             raise
-        except Exception as e:
-            facts = self.teacher.facts(e)
-            kind = "refused" if self.teacher.classify(e) == SYSTEMIC else "failed"
-            raise FatalAPIError(f"the Batch API {kind} to {what}: {facts.describe()}") from e
+        except Exception as e:  # after its retries, any error stops the run: it is about the whole job
+            kind = "refused" if run_stopper(self.teacher, e) else "failed"
+            raise FatalAPIError(f"the Batch API {kind} to {what}: {self.teacher.facts(e).describe()}") from e
 
     def upload(self, path: Path) -> str:
         from google.genai import types
@@ -254,3 +244,131 @@ def result_lines(data: bytes) -> list[dict]:
             except json.JSONDecodeError:
                 continue
     return lines
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+class GeminiBatchRun:
+    """sdg.py --teacher gemini-batch: settle every job a previous run left unfinished, submit what is neither done
+    nor in flight, then wait for the jobs and write their results through the same gate and writer as online
+    answers."""
+
+    teacher_class = GeminiTeacher
+    prices = GEMINI_BATCH_PRICES
+    default_rpm = 0.0
+    interrupted_note = "; submitted batch jobs keep running at Google and are collected by the rerun"
+    label = "--teacher gemini-batch"
+
+    def generate(self, teacher: Teacher, settings, personas, units, pending, done, stats: Stats) -> str:
+        """Returns a note for the summary: jobs still in flight, units returned to pending."""
+        from tqdm import tqdm
+
+        journal = Journal.read(settings.out_dir / JOURNAL)
+        api = BatchAPI(teacher)
+        settle_unheard(api, journal)
+        in_flight = journal.in_flight_keys()  # --limit applies to what is neither done nor in flight
+        to_submit = across_papers([u for u in pending if u.key not in in_flight], settings.limit)
+        stats.requests += submit_jobs(api, journal, to_submit, settings, personas)
+        waiting = journal.unsettled()
+        this_run = {job.display_name for job in waiting}  # the jobs this run waits for, old and new
+        with tqdm(total=sum(len(job.keys) for job in waiting), desc="batch", unit="unit") as progress:
+            writer = Writer(settings.out_dir, settings.model, personas, done, stats, progress)
+            while waiting:
+                for job in waiting:
+                    collect_job(api, journal, job, writer, settings, personas, units, progress)
+                waiting = journal.unsettled()
+                if not waiting or settings.no_wait:
+                    break
+                time.sleep(settings.poll_interval)
+        ended = [job for job in journal.jobs.values() if job.status == "ended" and job.display_name in this_run]
+        if ended and stats.done == 0 and not waiting:
+            states = ", ".join(sorted({job.end_state or "ended" for job in ended}))
+            raise FatalAPIError(f"every batch job ended without results ({states}); rerun to submit their units again")
+        return batch_note(waiting, ended)
+
+
+def submit_jobs(api: BatchAPI, journal: Journal, units: list[Unit], settings, personas) -> int:
+    """Jobs of at most --batch-size units: the requests file is written, the job journaled as "submitting" (so a
+    kill from here on is settled by the next run), uploaded, created, and journaled as "created". Returns the
+    number of requests submitted."""
+    system, json_schema = system_instruction(personas), answers_schema(personas).model_json_schema()
+    options = settings.teacher_options()
+    for start in range(0, len(units), settings.batch_size):
+        chunk = units[start : start + settings.batch_size]
+        job = new_job([u.key for u in chunk])
+        with tempfile.TemporaryDirectory() as folder:
+            requests = Path(folder) / f"{job.display_name}.jsonl"
+            lines = [request_line(u.key, system, request_text(u), json_schema, options) for u in chunk]
+            requests.write_text("".join(map(dump_jsonl_line, lines)), encoding="utf-8")
+            journal.append("submitting", job)
+            try:
+                file_name = api.upload(requests)
+            except FatalAPIError:
+                journal.append("abandoned", job)  # nothing was created: the units stay pending
+                raise
+            job.job = api.create(file_name, job.display_name)
+        journal.append("created", job)
+        log.info("submitted %d units as %s", len(chunk), job.job)
+    return len(units)
+
+
+def batch_note(waiting: list[Job], ended: list[Job]) -> str:
+    """What the summary line should add: jobs still in flight, and units that ended jobs returned to pending."""
+    notes = []
+    if waiting:
+        names = ", ".join(job.job or job.display_name for job in waiting)
+        keys = sum(len(job.keys) for job in waiting)
+        notes.append(
+            f"{keys:,} units in flight in {len(waiting)} batch job(s) ({names}); rerun the same command to collect"
+        )
+    if ended:
+        keys = sum(len(job.keys) for job in ended)
+        notes.append(
+            f"{keys:,} units of {len(ended)} job(s) that ended without results are pending again; rerun to resubmit"
+        )
+    return "\n".join(notes)
+
+
+def collect_job(api: BatchAPI, journal: Journal, job: Job, writer: Writer, settings, personas, units, progress) -> None:
+    """One look at a job: write its results if it has succeeded, return its units to pending if it ended without
+    results, else leave it running. Each result is written once: a unit already written (a kill cut an earlier
+    collection short) is skipped, and so is a result whose unit's text changed while the job ran."""
+    state, results, message = api.status(job.job)
+    progress.set_postfix(job=job.job, state=state.removeprefix("JOB_STATE_").lower())
+    if state in ENDED_WITHOUT_RESULTS:
+        reason = f" ({message})" if message else ""
+        log.warning("%s ended %s%s: its %d units return to pending", job.job, state, reason, len(job.keys))
+        journal.append("ended", job, state=state, message=message)
+        return
+    if state != SUCCEEDED:
+        return
+    by_key = {u.key: u for u in units}
+    schema = answers_schema(personas)
+    ours, seen, usage = set(job.keys), set(), Usage()
+    written = failed = 0
+    for line in result_lines(api.download(results)):
+        key, reply, reason = result_of(line)
+        if key not in ours or key in seen:
+            continue  # not a unit of this job, or a second copy of its result
+        seen.add(key)
+        if reply is not None:
+            usage = usage + reply.usage
+            writer.stats.add_usage(reply.usage)
+        unit = by_key.get(key)
+        if unit is None or writer.is_done(key):
+            continue
+        if reply is not None:
+            answers, reason = parse_answers(reply, schema, personas, unit.text)
+            if answers is not None:
+                writer.write(unit, answers, reply.model_version)
+                written += 1
+                continue
+        writer.record_failure(unit, reason)
+        failed += 1
+    for key in ours - seen:
+        if key in by_key and not writer.is_done(key):
+            writer.record_failure(by_key[key], "missing_result")
+            failed += 1
+    cost = round(settings.prices.cost(usage), 6)
+    journal.append("collected", job, usage=vars(usage), cost_usd=cost, written=written, failed=failed)

@@ -2,7 +2,6 @@
 llama.cpp, Ollama, LM Studio, OpenAI. Strict json_schema answers; OpenAI's and vLLM's error bodies classified."""
 
 import json
-import os
 
 from paper_personas.teachers.base import (
     DAILY_QUOTA,
@@ -53,6 +52,8 @@ def strict_json_schema(schema) -> dict:
 class OpenAITeacher(Teacher):
     name = "openai"
     base_url_env = "OPENAI_BASE_URL"
+    key_env_vars = (OPENAI_KEY_ENV,)
+    key_help = "local servers such as vLLM or Ollama need none"
     fix_hint = (
         "Fix the cause (is the server running at --base-url and serving --model? OPENAI_API_KEY?) and rerun; "
         "finished rows are kept."
@@ -76,12 +77,9 @@ class OpenAITeacher(Teacher):
             return f"{flags.teacher} openai needs {flags.model}: the name the server serves the model under"
         return None
 
-    def key_problem(self, alternatives: str = "") -> str | None:
-        if "api.openai.com" in (self.options.base_url or "") and not os.environ.get(OPENAI_KEY_ENV):
-            return f"no API key: export {OPENAI_KEY_ENV} (local servers such as vLLM or Ollama need none)" + (
-                f"; {alternatives}" if alternatives else ""
-            )
-        return None
+    @property
+    def needs_key(self) -> bool:
+        return "api.openai.com" in (self.options.base_url or "")  # local servers take any key, or none
 
     async def ask(self, system: str, text: str, schema) -> Reply:
         if self.client is None:
@@ -89,7 +87,7 @@ class OpenAITeacher(Teacher):
 
             self.client = AsyncOpenAI(
                 base_url=self.options.base_url,
-                api_key=os.environ.get(OPENAI_KEY_ENV) or "no-key",  # local servers ignore it; the client needs one
+                api_key=self.api_key() or "no-key",  # local servers ignore it; the client needs one
                 timeout=self.options.timeout,
                 max_retries=0,  # our retry loop retries, so every attempt passes the rate limiter
             )

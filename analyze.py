@@ -26,7 +26,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from paper_personas.cli import InputError, add_budget_flag, die, run, settings_from, setup_logging, stop_on_sigterm
+from paper_personas.cli import (
+    InputError,
+    add_budget_flag,
+    die,
+    run,
+    start,
+)
 from paper_personas.files import atomic_writer, read_json, safe_filename, unwritable, write_json
 from paper_personas.journal import AnswerJournal, file_identity, fingerprint
 from paper_personas.models import (
@@ -266,9 +272,7 @@ def load_paper(settings: Settings) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    settings = settings_from(Settings, parser.parse_args(argv))
-    setup_logging(settings.verbose)
-    stop_on_sigterm()
+    settings = start(parser, Settings, argv)
     if problem := unwritable(settings.out or DEFAULT_OUT_DIR, "--out", folder=settings.out is None):
         raise InputError(problem)
     started = time.monotonic()

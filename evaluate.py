@@ -40,7 +40,13 @@ import sys
 import time
 from pathlib import Path
 
-from paper_personas.cli import InputError, add_budget_flag, die, run, settings_from, setup_logging, stop_on_sigterm
+from paper_personas.cli import (
+    InputError,
+    add_budget_flag,
+    die,
+    run,
+    start,
+)
 from paper_personas.evaluation import Settings, render_markdown, report, write_charts
 from paper_personas.files import atomic_writer, unwritable, write_json, write_jsonl
 from paper_personas.held_out import answers_file_rows, held_out_rows, read_answers
@@ -111,9 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    settings = settings_from(Settings, parser.parse_args(argv))
-    setup_logging(settings.verbose)
-    stop_on_sigterm()
+    settings = start(parser, Settings, argv)
     if not settings.systems and not settings.answers:
         parser.error("nothing to evaluate: give --systems, or --answers FILE")
     if settings.judge and not settings.yes and not sys.stdin.isatty():

@@ -40,7 +40,7 @@ from paper_personas.arxiv_client import (
     unknown_categories,
     versionless_id,
 )
-from paper_personas.cli import InputError, counted, die, run, settings_from, setup_logging, stop_on_sigterm
+from paper_personas.cli import InputError, counted, die, run, start
 from paper_personas.extraction import extract_all
 from paper_personas.files import unwritable
 from paper_personas.records import is_current, local_pdf, local_records
@@ -242,22 +242,17 @@ def shown_settings(settings: Settings) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    settings = settings_from(Settings, parser.parse_args(argv))
-    setup_logging(settings.verbose)
+    settings = start(parser, Settings, argv)
     check_settings(settings, parser)
-    stop_on_sigterm()
     log.info("settings (%s): %s", "local PDFs" if settings.pdf_dir else "arXiv", shown_settings(settings))
     started = time.monotonic()
     store = Store(settings.out)
-    try:
-        imported = import_legacy(settings.out, store)
-        if imported:
-            log.info("kept %s of %s in %s/", counted(imported, "paper"), settings.out, store.dir)
-        # Only the fingerprints: a store of thousands of papers is not held in memory for a comparison.
-        stored = {r["id"]: {k: r[k] for k in ("options", "source_sha256") if k in r} for r in store.records()}
-        records, early_failures = collect_records(settings)
-    except InputError as e:
-        die(str(e))
+    imported = import_legacy(settings.out, store)
+    if imported:
+        log.info("kept %s of %s in %s/", counted(imported, "paper"), settings.out, store.dir)
+    # Only the fingerprints: a store of thousands of papers is not held in memory for a comparison.
+    stored = {r["id"]: {k: r[k] for k in ("options", "source_sha256") if k in r} for r in store.records()}
+    records, early_failures = collect_records(settings)
     todo = [r for r in records.values() if not kept(r, stored, settings)]
     skipped = len(records) - len(todo)
     if skipped:
@@ -270,9 +265,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         papers, _ = write_papers_json(settings.out, store, early_failures)
         die(f"interrupted: {counted(papers, 'paper')} saved in {settings.out}; rerun the same command to resume")
-    except InputError as e:  # the Ray cluster could not be joined
+    except InputError:  # the Ray cluster could not be joined: what was stored is still written out
         write_papers_json(settings.out, store, early_failures)
-        die(str(e))
+        raise
     write_papers_json(settings.out, store, early_failures)
     failed = len(failures) + len(early_failures)
     print(

@@ -31,16 +31,7 @@ import logging
 import sys
 from pathlib import Path
 
-from paper_personas.cli import (
-    InputError,
-    add_budget_flag,
-    counted,
-    die,
-    run,
-    settings_from,
-    setup_logging,
-    stop_on_sigterm,
-)
+from paper_personas.cli import InputError, add_budget_flag, counted, die, run, start
 from paper_personas.files import unwritable, write_json
 from paper_personas.generation import Settings, runs, with_teacher_defaults
 from paper_personas.ledger import Stats, estimate, ledger, read_ledger, run_record
@@ -271,10 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     from filelock import FileLock, Timeout
 
     parser = build_parser()
-    args = settings_from(Settings, parser.parse_args(argv))
+    args = start(parser, Settings, argv)
     settings = with_teacher_defaults(args, RUNS[args.teacher])
-    setup_logging(settings.verbose)
-    stop_on_sigterm()
     personas = load_personas(settings.personas_file)
     teacher = RUNS[settings.teacher].teacher_class(settings.teacher_options())
     check_settings(settings, personas, teacher, parser)

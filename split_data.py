@@ -24,7 +24,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from paper_personas.cli import InputError, add_budget_flag, counted, run, settings_from, setup_logging
+from paper_personas.cli import InputError, add_budget_flag, counted, run, start
 from paper_personas.files import other_budgets, trimmed_path, unwritable
 from paper_personas.personas import DEFAULT_FILE as DEFAULT_PERSONAS_FILE
 from paper_personas.personas import load_personas
@@ -179,8 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    settings = settings_from(Settings, parser.parse_args(argv))
-    setup_logging(settings.verbose)
+    settings = start(parser, Settings, argv)
     if not (
         0 < settings.valid_fraction < 1
         and 0 <= settings.test_fraction < 1

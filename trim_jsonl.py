@@ -24,8 +24,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from paper_personas.cli import add_budget_flag, die, run, settings_from, setup_logging
-from paper_personas.files import trimmed_path, unwritable
+from paper_personas.cli import add_budget_flag, die, run, start
+from paper_personas.files import persona_rows_path, trimmed_path, unwritable
 from paper_personas.personas import DEFAULT_FILE as DEFAULT_PERSONAS_FILE
 from paper_personas.personas import load_personas
 from paper_personas.tokens import MAX_TOKENS, load_counter
@@ -98,14 +98,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = settings_from(Settings, parser.parse_args(argv))
-    setup_logging(args.verbose)
+    args = start(parser, Settings, argv)
     if args.max_seq_length < MIN_USER_TOKENS * 2:
         parser.error(f"--max-seq-length must be at least {MIN_USER_TOKENS * 2}")
     if not 0 <= args.min_kept <= 1:
         parser.error("--min-kept must be a share between 0 and 1")
     personas = load_personas(args.personas_file)
-    inputs = args.inputs or [Path("data") / f"{p.name}.jsonl" for p in personas]
+    inputs = args.inputs or [persona_rows_path(Path("data"), p.name) for p in personas]
     missing = [str(p) for p in inputs if not p.exists()]
     if missing:
         die(f"input not found: {', '.join(missing)}. Run sdg.py first, or name the files to trim")

@@ -20,6 +20,15 @@ def settings_from(cls, args):
     return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls)})
 
 
+def start(parser: argparse.ArgumentParser, cls, argv: list[str] | None):
+    """What every script's main does first: its settings from the command line, logging to stderr (--verbose:
+    debug), and SIGTERM taken as Ctrl-C is."""
+    settings = settings_from(cls, parser.parse_args(argv))
+    setup_logging(settings.verbose)
+    stop_on_sigterm()
+    return settings
+
+
 class InputError(Exception):
     """Bad input a user can fix. The message names the file, the line and the fix; it is shown without a traceback."""
 

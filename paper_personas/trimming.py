@@ -45,7 +45,7 @@ def row_problem(row: dict, find_special=None) -> str | None:
         if token:
             return (
                 f"special_token: messages[{i}] contains {token!r}, which the tokenizer reads as a control token, "
-                "not text (the first version of this pipeline left <|begin_of_text|> in its prompts)"
+                "not text: a literal <|begin_of_text|> starts a new conversation mid-row"
             )
     return None
 

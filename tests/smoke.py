@@ -29,7 +29,7 @@ from pdfs import make_paper_pdf  # noqa: E402
 from tiny_model import build_tiny_llama  # noqa: E402
 
 from paper_personas.blas import preload_env, signal_name, use_fast_blas  # noqa: E402
-from paper_personas.files import split_dir, trimmed_path  # noqa: E402
+from paper_personas.files import persona_rows_path, split_dir, trimmed_path  # noqa: E402
 from paper_personas.personas import DEFAULT_FILE, load_personas  # noqa: E402
 from paper_personas.tokens import MAX_TOKENS  # noqa: E402
 
@@ -183,7 +183,7 @@ def run_smoke(work: Path, personas_file: Path = DEFAULT_FILE) -> dict:
             env={"GEMINI_API_KEY": SMOKE_KEY},
         )
     personas = load_personas(personas_file)
-    trim = [data / f"{persona.name}.jsonl" for persona in personas]
+    trim = [persona_rows_path(data, persona.name) for persona in personas]
     run([py, ROOT / "trim_jsonl.py", *trim, "--tokenizer", model, "--personas-file", personas_file], ROOT, log)
     split = [trimmed_path(data, persona.name, MAX_TOKENS) for persona in personas]
     run([py, ROOT / "split_data.py", *split, "--personas-file", personas_file], ROOT, log)

@@ -99,7 +99,7 @@ def main() -> int:
         cpp_ids = tokenizer.encode(generated.rstrip("\n"), add_special_tokens=False)
         agree = next((i for i, (a, b) in enumerate(zip(mlx_ids, cpp_ids, strict=False)) if a != b), None)
         agree = min(len(mlx_ids), len(cpp_ids)) if agree is None else agree
-        where = "none" if agree == len(mlx_ids) else f"token {agree}: {tokenizer.decode(mlx_ids[agree:agree + 3])!r}"
+        where = "none" if agree == len(mlx_ids) else f"token {agree}: {tokenizer.decode(mlx_ids[agree : agree + 3])!r}"
         table.append(f"| {row['meta']['key']} | {len(mlx_ids)} | {agree} | {where} |")
     print("\n".join(table))
     print("\nCommands:\n" + "\n".join(f"    {line}" for line in log))

@@ -21,7 +21,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
 from real_model import CACHE, build_smollm2  # noqa: E402
 
-from paper_personas.blas import preload_env  # noqa: E402
+from paper_personas.blas import chosen, preload_env  # noqa: E402
 
 # One process's measurements; it prints one JSON line. MODE is "reference" or "openblas".
 MEASURE = r"""
@@ -92,7 +92,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="measurements of each way (default: %(default)s)")
     args = parser.parse_args()
     if not preload_env():
-        sys.exit("error: no OpenBLAS to compare with here: on Linux, pip install cmeel-openblas and libgfortran5")
+        sys.exit(f"error: no OpenBLAS to compare with here: {chosen().description}")
     model = build_smollm2(CACHE)
     runs = {"reference": [], "openblas": []}
     for round_ in range(args.rounds):
@@ -105,6 +105,9 @@ def main() -> int:
         "generation_tps": "generation, tokens/s",
         "train_tokens_per_s": "one LoRA training step (16 layers, 127 tokens), tokens/s",
     }
+    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    cpu = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")), "?")
+    print(f"CPU: {cpu}, {os.cpu_count()} cores; OpenBLAS: {chosen().description}\n")
     print(f"| measure (median of {args.rounds}) | reference BLAS | OpenBLAS | ratio |")
     print("|---|---:|---:|---:|")
     for key, label in metrics.items():

@@ -78,7 +78,7 @@ def main() -> int:
     from paper_personas.models import PersonaModel, adapter_configs
 
     persona = next(p for p in load_personas() if p.name == args.persona)
-    folder = next(args.data.glob(f"{args.persona}_*"))
+    folder = next(p for p in args.data.glob(f"{args.persona}_*") if p.is_dir())
     held_out = folder / "test.jsonl" if (folder / "test.jsonl").exists() else folder / "valid.jsonl"
     rows = [json.loads(line) for line in held_out.read_text().splitlines()]
     rows = sorted(rows, key=lambda r: len(r["messages"][0]["content"]))[:3]  # the three shortest: quick to run

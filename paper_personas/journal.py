@@ -11,7 +11,7 @@ import json
 import logging
 from pathlib import Path
 
-from paper_personas.files import dump_jsonl_line, iter_jsonl, repair_torn_tail
+from paper_personas.files import append_jsonl, iter_jsonl, repair_torn_tail
 
 log = logging.getLogger("journal")
 
@@ -48,8 +48,7 @@ class AnswerJournal:
     def add(self, key: str, answer: dict) -> None:
         row = {"fingerprint": key, **answer}
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(dump_jsonl_line(row))
+        append_jsonl(self.path, [row])
         self.known[key] = row
 
     def remove(self) -> None:

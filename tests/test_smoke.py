@@ -168,6 +168,11 @@ def test_a_step_killed_by_a_signal_is_named_with_the_signal_and_what_to_try(tmp_
     assert len(log) == 1  # the step is logged, as the ones before it were
 
 
-def test_smoke_output_has_no_colour_codes(smoke):
+def test_smoke_output_has_no_colour_codes_or_third_party_chatter(smoke):
+    """Piped to a file, the log is plain text; wandb's run banner and git warning, transformers' long-sequence
+    warning and scipy's degenerate-data warning stay out of it."""
     _, result = smoke
-    assert "\x1b[" not in result["stdout"]
+    log = result["stdout"]
+    assert "\x1b[" not in log
+    for chatter in ("wandb:", "git root", "Token indices sequence length", "DegenerateDataWarning"):
+        assert chatter not in log, chatter

@@ -7,8 +7,10 @@ mlx_lm itself keeps the last weights, whatever the validation loss did (its pull
 #331, #509 and #1665, were never merged).
 
 mlx_lm measures the validation loss at the start of an iteration, one optimizer step before it saves the
-checkpoint of the same number; so every checkpoint's loss is measured again here, with mlx_lm's own evaluate() on
-the same validation batches, and the number recorded beside the kept weights is the loss of those weights.
+checkpoint of the same number, and with val_batches below the whole set on a random subset drawn anew each time;
+so every checkpoint's loss is measured again here, with mlx_lm's own evaluate() on the same batches for every
+checkpoint, and the number recorded beside the kept weights is the loss of those weights. A recipe that can afford
+it validates on the whole set (val_batches -1, as configs/smollm2-135m.json does).
 
     $ python -m paper_personas.training --check-model MODEL      # local folder, cached, or reachable?
     $ python -m paper_personas.training --adapter-path adapters/eli5 [--patience 3] -- mlx_lm.lora --config ...
@@ -122,6 +124,7 @@ def measure(config: dict, files: dict[int, Path]) -> dict[int, float]:
 
     use_fast_blas()  # before mlx is imported
     import mlx_lm
+    import numpy as np
     from mlx_lm.tuner.datasets import CacheDataset, load_dataset
     from mlx_lm.tuner.trainer import evaluate
     from mlx_lm.tuner.utils import linear_to_lora_layers
@@ -136,6 +139,10 @@ def measure(config: dict, files: dict[int, Path]) -> dict[int, float]:
     losses = {}
     for step, path in sorted(files.items()):
         model.load_weights(str(path), strict=False)
+        # mlx_lm's batches come in an order drawn from NumPy's global generator, at every evaluation: with
+        # val_batches below the whole set, each of its evaluations scores another subset. The same seed before
+        # each checkpoint makes every checkpoint scored on the same batches.
+        np.random.seed(config.get("seed", 0))
         loss = evaluate(model, valid, config["batch_size"], config["val_batches"], config["max_seq_length"])
         losses[step] = float(loss)
         print(f"checkpoint {step:>5}: val {losses[step]:.4f}", file=sys.stderr, flush=True)

@@ -208,6 +208,10 @@ def test_patience_stops_a_run_that_no_longer_improves_and_keeps_the_earliest_bes
     best = json.loads((folder / "best.json").read_text())
     assert best["stopped_early"] and best["last_step"] < 40 and best["step"] == 2, best
     assert "early stop: 2 evaluations without a lower validation loss" in result.stdout
+    # Unchanged weights, the whole validation set (2 rows, batches of 1, --val-batches 2): every checkpoint's
+    # measured loss is the loss mlx_lm itself reported before its first step.
+    before = best["reported_by_mlx_lm"]["0"]
+    assert all(abs(loss - before) < 1e-3 for loss in best["val_loss_by_step"].values()), best
 
 
 def test_evaluate_and_analyze_answer_in_real_words_with_the_trained_adapter(real_model, eli5_only, trained, tmp_path):

@@ -19,6 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from machine import cpu  # noqa: E402
 from real_model import CACHE, build_smollm2  # noqa: E402
 
 from paper_personas.blas import chosen, preload_env  # noqa: E402
@@ -105,9 +106,7 @@ def main() -> int:
         "generation_tps": "generation, tokens/s",
         "train_tokens_per_s": "one LoRA training step (16 layers, 127 tokens), tokens/s",
     }
-    lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    cpu = next((line.split(":", 1)[1].strip() for line in lscpu.splitlines() if line.startswith("Model name")), "?")
-    print(f"CPU: {cpu}, {os.cpu_count()} cores; OpenBLAS: {chosen().description}\n")
+    print(f"CPU: {cpu()}; OpenBLAS: {chosen().description}\n")
     print(f"| measure (median of {args.rounds}) | reference BLAS | OpenBLAS | ratio |")
     print("|---|---:|---:|---:|")
     for key, label in metrics.items():

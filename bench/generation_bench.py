@@ -12,7 +12,6 @@ per second and generated tokens per second, the median over rounds, and the rati
 import argparse
 import random
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -20,16 +19,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from machine import cpu  # noqa: E402
 from pdfs import SENTENCES  # noqa: E402
 from real_model import CACHE, build_smollm2  # noqa: E402
 
 from paper_personas.blas import use_fast_blas  # noqa: E402
 from paper_personas.personas import load_personas  # noqa: E402
-
-
-def cpu() -> str:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name")), "?")
 
 
 def main() -> int:

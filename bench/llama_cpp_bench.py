@@ -22,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from machine import cpu  # noqa: E402
 from real_model import CACHE, build_smollm2  # noqa: E402
 
 from paper_personas.blas import use_fast_blas  # noqa: E402
@@ -101,6 +102,7 @@ def main() -> int:
         agree = min(len(mlx_ids), len(cpp_ids)) if agree is None else agree
         where = "none" if agree == len(mlx_ids) else f"token {agree}: {tokenizer.decode(mlx_ids[agree : agree + 3])!r}"
         table.append(f"| {row['meta']['key']} | {len(mlx_ids)} | {agree} | {where} |")
+    print(f"CPU: {cpu()}\n")
     print("\n".join(table))
     print("\nCommands:\n" + "\n".join(f"    {line}" for line in log))
     return 0

@@ -24,6 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from machine import cpu  # noqa: E402
+
 from paper_personas.blas import SWITCH, chosen, signal_name  # noqa: E402
 
 # SmolLM2-135M's matmuls for one decoded token (m = 1), a short prompt and a training row.
@@ -74,6 +76,7 @@ def main() -> int:
     library = chosen().library
     if library is None:
         sys.exit(f"error: no OpenBLAS to check here: {chosen().description}")
+    print(f"host CPU: {cpu()}; emulated: qemu-user -cpu Haswell; OpenBLAS: {chosen().description}")
     ways = [("preload", {"LD_PRELOAD": str(library)}), ("use_fast_blas", {})]
     if args.also:
         ways.append((f"preload {args.also}", {"LD_PRELOAD": str(args.also)}))

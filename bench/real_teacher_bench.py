@@ -22,7 +22,6 @@ Writes .bench/teacher/ (data, adapters, reports) and report.md there; prints the
 import argparse
 import json
 import os
-import platform
 import re
 import statistics
 import subprocess
@@ -33,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
+from machine import cpu  # noqa: E402
 from real_model import CACHE, build_smollm2  # noqa: E402
 
 from paper_personas.blas import use_fast_blas  # noqa: E402
@@ -61,15 +61,6 @@ def run(cmd: list, log: list[str], env: dict | None = None, echo: bool = False) 
         sys.exit(f"error: {shown} exited {process.returncode}:\n{output[-4000:]}")
     log.append(f"$ {shown}  ({time.monotonic() - started:,.0f} s)")
     return output
-
-
-def cpu() -> str:
-    """The CPU's name, as lscpu says it, for every figure reported."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
 
 
 def shown(path: Path) -> str:
@@ -114,6 +105,10 @@ def main() -> int:
     parser.add_argument("--min-test", type=int, default=30, help="--seed auto: test rows per persona (default 30)")
     parser.add_argument("--patience", type=int, default=0, help="make train's PATIENCE (default 0)")
     parser.add_argument("--max-tokens", type=int, default=400, help="evaluate.py's answer length (default 400)")
+    parser.add_argument("--limit", type=int, default=0, help="evaluate.py's held-out rows per persona (default 0: all)")
+    parser.add_argument(
+        "--systems", nargs="+", default=["base", "prompted", "adapter"], help="evaluate.py's systems (default: all)"
+    )
     parser.add_argument("--batch-size", type=int, default=16, help="evaluate.py's --batch-size (default 16)")
     parser.add_argument("--work", type=Path, default=WORK, help=f"(default: {WORK.relative_to(ROOT)})")
     parser.add_argument("--fresh", action="store_true", help="retrain and regenerate what an earlier run made")
@@ -127,7 +122,7 @@ def main() -> int:
     data, adapters, reports = args.work / "data", args.work / "adapters", args.work / "reports"
     log: list[str] = []
     report = [
-        f"CPU: {cpu()} ({os.cpu_count()} cores); BLAS: {use_fast_blas()}",
+        f"CPU: {cpu()}; BLAS: {use_fast_blas()}",
         f"Base model: SmolLM2-135M-Instruct, float32 ({model.relative_to(ROOT)}); rows: {args.rows} (Gemini 2.5 "
         "Flash, the original pipeline's data)",
         "",
@@ -199,7 +194,16 @@ def main() -> int:
     t0 = time.monotonic()
     out = run(
         [py, "evaluate.py", "--model", model, "--adapters", adapters, "--data", data, "--personas", *personas]
-        + ["--max-seq-length", budget, "--limit", "0", "--max-tokens", args.max_tokens]
+        + [
+            "--systems",
+            *args.systems,
+            "--max-seq-length",
+            budget,
+            "--limit",
+            args.limit,
+            "--max-tokens",
+            args.max_tokens,
+        ]
         + ["--batch-size", args.batch_size, "--out", reports],
         log,
         echo=True,

@@ -309,17 +309,20 @@ def test_answers_decoded_together_equal_answers_decoded_one_at_a_time(real_model
     work, _ = trained
     adapters = work / "adapters"
     persona_model = PersonaModel(str(real_model), adapters, adapter_configs(adapters, ["eli5"], str(real_model)))
-    rows = training_rows(5, seed=3)
-    conversations = [[row["messages"][0]] for row in rows]
+    # Sections cut to unequal lengths (the prompts' padding differs) and short enough to keep the suite fast;
+    # 4 prompts, 3 in flight: the fourth joins when the short answer ends, while the others are mid-answer.
+    rows = training_rows(4, seed=3)
+    conversations = [[{**row["messages"][0], "content": row["messages"][0]["content"][: 400 + 500 * i]}]
+                     for i, row in enumerate(rows)]  # fmt: skip
     conversations[1] = [{"role": "user", "content": "What is the capital of France? One word."}]  # stops early
     for with_adapter in (False, True):
         if with_adapter:
             persona_model.use("eli5")
-        one = [generate(persona_model.model, persona_model.tokenizer, c, 48, 0.0) for c in conversations]
-        together = persona_model.generate_batch(conversations, 48, batch_size=4, temperature=0.0)
+        one = [generate(persona_model.model, persona_model.tokenizer, c, 32, 0.0) for c in conversations]
+        together = persona_model.generate_batch(conversations, 32, batch_size=3, temperature=0.0)
         assert together == one, (with_adapter, together, one)
         if not with_adapter:
-            assert one[1][1] < 48, one[1]  # the short answer ended before the cap
+            assert one[1][1] < 32, one[1]  # the short answer ended before the cap
 
 
 def test_the_exported_gguf_read_back_answers_as_base_plus_adapter(real_model, eli5_only, trained, tmp_path):

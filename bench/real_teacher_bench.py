@@ -5,11 +5,13 @@ SmolLM2-135M-Instruct as the base model, on a CPU.
     $ python bench/real_teacher_bench.py --rows ../shared/teacher-rows            # about 2 hours on 2 cores
     $ python bench/real_teacher_bench.py --rows ../shared/teacher-rows --personas eli5   # one persona
     $ python bench/real_teacher_bench.py ... --fresh                               # redo what an earlier run made
+    $ python bench/real_teacher_bench.py ... --systems prompted adapter --limit 30  # the comparison the targets need
 
 Every step runs as a user runs it, as a command: trim_jsonl.py with the base model's tokenizer, split_data.py by
 paper (train / valid for choosing the checkpoint / test for evaluate.py: whole papers held out), `make train`'s
 step 5 (paper_personas.training around mlx_lm lora, with --config), and evaluate.py's three systems (base,
-prompted base, adapter) on the test papers. A rerun reuses what is still current: trimmed and split files, an
+prompted base, adapter; --systems picks) on the test papers, then the paired differences the targets are read
+from. A rerun reuses what is still current: trimmed and split files, an
 adapter newer than its data and config, answers in evaluate.py's journal.
 
 --seed auto takes the first split seed, from 0, at which every persona has at least --min-test test rows, 8 valid
@@ -37,6 +39,7 @@ from real_model import CACHE, build_smollm2  # noqa: E402
 
 from paper_personas.blas import use_fast_blas  # noqa: E402
 from paper_personas.personas import load_personas  # noqa: E402
+from paper_personas.statistics import paired_difference  # noqa: E402
 
 WORK = ROOT / ".bench" / "teacher"
 SPLIT_COUNTS = re.compile(r"(train|valid|test) ([\d,]+) rows? / ([\d,]+) papers?")
@@ -70,6 +73,36 @@ def shown(path: Path) -> str:
 
 def newer(output: Path, *inputs: Path) -> bool:
     return output.exists() and all(output.stat().st_mtime >= p.stat().st_mtime for p in inputs)
+
+
+# Issue 28's targets, on adapter minus prompted base paired by row: what each must show, and the test of it
+# (mean: the adapter's own mean; low, high: the paired difference's 95% interval).
+TARGETS = {
+    "format": ("adapter >= 0.90, interval above 0", lambda mean, low, high: mean >= 0.9 and low > 0),
+    "degenerate": ("interval below 0", lambda mean, low, high: high < 0),
+    "topical": ("interval's upper end >= 0", lambda mean, low, high: high >= 0),
+    "loss": ("interval below 0", lambda mean, low, high: high < 0),
+}
+
+
+def paired_table(results: dict, personas: list[str]) -> list[str]:
+    """Adapter minus prompted base, paired by held-out row, mean [95% bootstrap interval] (evaluate.py's own
+    statistics), for the metrics the targets name, with whether each target is met."""
+    lines = [
+        "Adapter minus prompted base, paired by held-out row: mean [95% bootstrap interval]; target met?", "",
+        "| persona | n | " + " | ".join(TARGETS) + " |", "|---|---:|" + "---|" * len(TARGETS),
+    ]  # fmt: skip
+    for persona in personas:
+        systems = results["personas"][persona]["systems"]
+        adapter, prompted = systems["adapter"]["scored"], systems["prompted"]["scored"]
+        cells = []
+        for metric, target in TARGETS.items():
+            diff = paired_difference(adapter, prompted, metric, results["seed"])
+            met = target[1](systems["adapter"]["summary"][metric]["mean"], diff["low"], diff["high"])
+            cells.append(f"{diff['mean']:+.3f} [{diff['low']:+.3f}, {diff['high']:+.3f}] {'yes' if met else 'no'}")
+        lines.append(f"| {persona} | {len(adapter)} | " + " | ".join(cells) + " |")
+    targets = "; ".join(f"{metric}: {target[0]}" for metric, target in TARGETS.items())
+    return lines + ["", f"Targets: {targets}.", ""]
 
 
 def split_sizes(output: str) -> dict[str, dict[str, tuple[int, int]]]:
@@ -147,12 +180,18 @@ def main() -> int:
     split_cmd = [py, "split_data.py", *trimmed, "--valid-fraction", args.valid_fraction]
     split_cmd += ["--test-fraction", args.test_fraction]
     seeds = range(100) if args.seed == "auto" else [int(args.seed)]
+    # Splitting rewrites its files; one that ends with the same bytes keeps its time, so that an adapter trained
+    # on it stays current (the seed search writes other splits on the way).
+    before = {f: (f.read_bytes(), f.stat().st_mtime_ns) for f in data.glob("*/*.jsonl")}
     for seed in seeds:
         out = run([*split_cmd, "--seed", seed], log)
         if good_split(split_sizes(out), args.min_test) or args.seed != "auto":
             break
     else:
         sys.exit(f"error: no seed below 100 gives every persona {args.min_test} test rows")
+    for f, (content, mtime) in before.items():
+        if f.exists() and f.read_bytes() == content:
+            os.utime(f, ns=(mtime, mtime))
     sizes = split_sizes(out)
     report += [f"## Step 4: split by paper, seed {seed} ({'--seed auto' if args.seed == 'auto' else 'given'})", ""]
     report += [f"    {line.split(' -> ')[0]}" for line in out.splitlines() if " -> " in line] + [""]
@@ -210,6 +249,7 @@ def main() -> int:
     )
     report += [f"## evaluate.py on the test papers ({time.monotonic() - t0:,.0f} s)", ""]
     report += [line for line in out.splitlines() if "adapter vs prompted base" in line] + [""]
+    report += paired_table(json.loads((reports / "eval.json").read_text()), personas)
     report += [(reports / "eval.md").read_text(), ""]
     report += ["## Commands", "", *[f"    {line}" for line in log], ""]
     report += [f"Whole bench: {(time.monotonic() - started) / 60:,.1f} min on {cpu()}."]

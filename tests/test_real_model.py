@@ -90,7 +90,7 @@ def test_as_teacher_every_row_it_writes_passes_the_checks_evaluate_applies(real_
     result = subprocess.run(
         [sys.executable, str(ROOT / "sdg.py"), "--teacher", "mlx", "--model", str(real_model)]
         + ["--tokenizer", str(real_model), "--personas-file", str(eli5_only), "--max-output-tokens", "140"]
-        + ["--quality-attempts", "2", "--papers", str(tmp_path / "papers.json"), "--out-dir", str(tmp_path / "data")],
+        + ["--quality-attempts", "1", "--papers", str(tmp_path / "papers.json"), "--out-dir", str(tmp_path / "data")],
         capture_output=True,
         text=True,
         timeout=600,

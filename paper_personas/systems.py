@@ -23,14 +23,19 @@ def prompted_messages(persona: Persona, messages: list[dict]) -> list[dict]:
 
 
 def row_losses(model, tokenizer, rows: list[dict], max_seq_length: int) -> list[float]:
-    """Loss per answer token of each row, prompt masked, with mlx_lm's own dataset and evaluate()."""
+    """Loss per answer token of each row, prompt masked, with mlx_lm's own dataset and evaluate(), over the whole
+    answer: the prompted system's instructions make its rows longer than the budget the data was trimmed to, and
+    mlx_lm would cut their ends, so that system's loss would be over another (shorter) part of the reference."""
     from mlx_lm.tuner.datasets import CacheDataset, ChatDataset
     from mlx_lm.tuner.trainer import evaluate as mlx_evaluate
 
     losses = []
     for row in rows:
         dataset = CacheDataset(ChatDataset([row], tokenizer, mask_prompt=True))
-        losses.append(float(mlx_evaluate(model, dataset, batch_size=1, num_batches=-1, max_seq_length=max_seq_length)))
+        # One past the row: mlx_lm pads a batch beyond its longest row and measures a row of exactly
+        # max_seq_length tokens otherwise (one target fewer), so every row is measured the one way training does.
+        whole_row = max(max_seq_length, len(dataset[0][0]) + 1)
+        losses.append(float(mlx_evaluate(model, dataset, batch_size=1, num_batches=-1, max_seq_length=whole_row)))
     return losses
 
 

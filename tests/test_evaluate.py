@@ -319,6 +319,24 @@ def test_the_prompted_baseline_gets_the_persona_and_its_format_as_a_system_messa
     assert "**Analogy:** (40-220 words)\n\n**Explanation:** (40-220 words)" in prompted[0]["content"]
 
 
+def test_the_loss_is_over_the_whole_reference_answer_when_the_prompted_rows_outgrow_the_budget(tmp_path):
+    """The prompted system's instructions lengthen its rows past the budget the data was trimmed to; mlx_lm would cut
+    their ends and score that system on part of the reference only."""
+    import mlx_lm
+    from tiny_model import build_tiny_llama
+
+    from paper_personas.systems import row_losses
+
+    model, tokenizer = mlx_lm.load(str(build_tiny_llama(tmp_path / "tiny")))
+    row = chat_row("Explain this like I'm 5:\n" + "Hash tables map keys to buckets. " * 4, "A long answer. " * 30)
+    length = len(tokenizer.apply_chat_template(row["messages"], return_dict=False))
+    prompt = tokenizer.apply_chat_template(row["messages"][:-1], add_generation_prompt=True, return_dict=False)
+    prompt_length = len(prompt)
+    budget = (prompt_length + length) // 2  # the row ends beyond it, halfway through its answer
+    whole = row_losses(model, tokenizer, [row], max_seq_length=length + 64)
+    assert row_losses(model, tokenizer, [row], max_seq_length=budget) == whole
+
+
 def test_judge_swaps_positions_so_a_position_biased_judge_scores_even(smoke_run, tmp_path, monkeypatch):
     work, _ = smoke_run
     monkeypatch.setenv("GEMINI_API_KEY", "test-key")

@@ -42,6 +42,7 @@ from paper_personas.models import (
     default_model,
     default_model_help,
     kept_step,
+    model_identity,
 )
 from paper_personas.personas import DEFAULT_FILE as DEFAULT_PERSONAS_FILE
 from paper_personas.personas import Persona, load_personas, select
@@ -184,7 +185,7 @@ def analyze(paper: dict, units: list[Unit], persona_model: PersonaModel, persona
             prompts = [persona.user_message(unit.text) for unit in units]
             keys = [
                 fingerprint(
-                    model=settings.model,
+                    model=model_identity(settings.model),
                     adapter=adapter,
                     prompt=prompt,
                     max_tokens=settings.max_tokens,

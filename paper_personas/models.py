@@ -48,13 +48,17 @@ def local_path_problem(model: str) -> str | None:
     return None
 
 
+def model_identity(model: str) -> str:
+    """One spelling per model: a local folder as its resolved path (given relatively, absolutely or through a
+    link), a hub id as it is."""
+    folder = Path(model).expanduser()
+    return str(folder.resolve()) if folder.exists() else model
+
+
 def same_model(trained_on: str, model: str) -> bool:
-    """Whether two model names are one model: a local folder given relatively or absolutely is the same folder
-    (mlx_lm.lora records the path as it was given; a relative one is read from here); a hub id is an id."""
-    if trained_on == model:
-        return True
-    mine, theirs = Path(model).expanduser(), Path(trained_on).expanduser()
-    return mine.exists() and theirs.exists() and mine.resolve() == theirs.resolve()
+    """Whether two model names are one model (mlx_lm.lora records the path as it was given; a relative one is read
+    from here)."""
+    return trained_on == model or model_identity(trained_on) == model_identity(model)
 
 
 def adapter_configs(adapters: Path, personas: list[str], model: str) -> dict[str, dict]:

@@ -7,7 +7,7 @@ import logging
 
 from paper_personas.evaluation import Settings
 from paper_personas.journal import file_identity, fingerprint
-from paper_personas.models import ADAPTER_FILE, PersonaModel, adapter_configs, kept_step
+from paper_personas.models import ADAPTER_FILE, PersonaModel, adapter_configs, kept_step, model_identity
 from paper_personas.personas import Persona
 
 log = logging.getLogger("evaluate")
@@ -50,7 +50,7 @@ def run_system(persona_model, persona: Persona, system: str, rows: list[dict], s
     keys = [
         fingerprint(
             system=system,
-            model=settings.model,
+            model=model_identity(settings.model),
             adapter=file_identity(adapter) if system == "adapter" else None,
             messages=messages[:-1],
             max_tokens=settings.max_tokens,

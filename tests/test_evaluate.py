@@ -447,8 +447,8 @@ def test_an_unwritable_out_folder_is_named_before_any_work(smoke_run, tmp_path):
 
 def test_answers_are_kept_as_they_are_made_so_a_failed_run_resumes_without_generating_them_again(smoke_run, tmp_path):
     """The judge's quota runs out after generation: the run fails, the answers stay in answers.journal.jsonl, and
-    the rerun makes none again; nor does a later run with fewer systems. Then the run's own answers.jsonl is
-    scored again, as the README says, its loss row included."""
+    the rerun makes none again; nor does a later run with fewer systems and the model spelled otherwise. Then the
+    run's own answers.jsonl is scored again, as the README says, its loss row included."""
     from fake_openai import FakeOpenAI, OpenAIFaults
 
     work, _ = smoke_run
@@ -464,7 +464,9 @@ def test_answers_are_kept_as_they_are_made_so_a_failed_run_resumes_without_gener
     rerun = run_evaluate(*eval_args(work, out))
     assert rerun.returncode == 0, rerun.stderr
     assert "27 answers from an earlier run" in rerun.stdout and journal.exists()
-    fewer = run_evaluate(*eval_args(work, out), "--systems", "base", "prompted")
+    fewer_args = eval_args(work, out, "--systems", "base", "prompted")
+    fewer_args[1] = "tiny-llama"  # the same model spelled relatively: the same answers
+    fewer = run_evaluate(*fewer_args, cwd=work)
     assert fewer.returncode == 0 and "18 answers from an earlier run" in fewer.stdout, fewer.stdout + fewer.stderr
     assert len(journal.read_text().splitlines()) == 27  # nothing generated again
     rerun = run_evaluate(*eval_args(work, out))  # answers.jsonl of all three systems again, for the rescoring

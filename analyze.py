@@ -176,7 +176,7 @@ def analyze(paper: dict, units: list[Unit], persona_model: PersonaModel, persona
         {"heading": u.heading, "section": u.section, "chunk": u.chunk, "key": u.key, "text": u.text, "perspectives": {}}
         for u in units
     ]
-    generated = 0
+    generated, model = 0, model_identity(settings.model)
     with tqdm(total=len(units) * len(personas), desc="analyze", unit="answer") as progress:
         for persona in personas:
             persona_model.use(persona.name)
@@ -185,7 +185,7 @@ def analyze(paper: dict, units: list[Unit], persona_model: PersonaModel, persona
             prompts = [persona.user_message(unit.text) for unit in units]
             keys = [
                 fingerprint(
-                    model=model_identity(settings.model),
+                    model=model,
                     adapter=adapter,
                     prompt=prompt,
                     max_tokens=settings.max_tokens,

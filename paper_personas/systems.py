@@ -46,12 +46,13 @@ def run_system(persona_model, persona: Persona, system: str, rows: list[dict], s
     conversations = [
         prompted_messages(persona, row["messages"]) if system == "prompted" else row["messages"] for row in rows
     ]
-    adapter = settings.adapters / persona.name / ADAPTER_FILE
+    model = model_identity(settings.model)
+    adapter = file_identity(settings.adapters / persona.name / ADAPTER_FILE) if system == "adapter" else None
     keys = [
         fingerprint(
             system=system,
-            model=model_identity(settings.model),
-            adapter=file_identity(adapter) if system == "adapter" else None,
+            model=model,
+            adapter=adapter,
             messages=messages[:-1],
             max_tokens=settings.max_tokens,
         )

@@ -171,65 +171,11 @@ def run_smoke(work: Path, personas_file: Path = DEFAULT_FILE) -> dict:
             ROOT,
             log,
         )
-    # The default teacher, Gemini, as a loopback server speaking its API (tests/fake_gemini.py) through the real
-    # google-genai client. Not the tiny model as its own teacher: its noise is what the quality gate exists to
-    # refuse, and it does (tests/test_local_mlx.py); a real model as teacher is tests/test_real_model.py.
-    with FakeGemini(api_key=SMOKE_KEY) as gemini:
-        run(
-            [py, ROOT / "sdg.py", "--papers", work / "papers.json", "--out-dir", data, "--base-url", gemini.base_url]
-            + ["--rpm", "0", "--tokenizer", model, "--personas-file", personas_file],
-            ROOT,
-            log,
-            env={"GEMINI_API_KEY": SMOKE_KEY},
-        )
-    personas = load_personas(personas_file)
-    trim = [persona_rows_path(data, persona.name) for persona in personas]
-    run([py, ROOT / "trim_jsonl.py", *trim, "--tokenizer", model, "--personas-file", personas_file], ROOT, log)
-    split = [trimmed_path(data, persona.name, MAX_TOKENS) for persona in personas]
-    run([py, ROOT / "split_data.py", *split, "--personas-file", personas_file], ROOT, log)
+    generate_rows(work, model, personas_file, log)
+    trim_and_split(work, model, personas_file, log)
     result = {"log": log, "personas": {}}
-    for persona in personas:
-        adapters = work / "adapters" / persona.name
-        # The repository's config as is; only what a 2-layer random model on a CPU needs differs.
-        # As `make train` runs step 5: mlx_lm lora under paper_personas.training, which keeps the best checkpoint.
-        train = run(
-            [py, "-m", "paper_personas.training", "--adapter-path", adapters, "--"]
-            + [py, "-m", "mlx_lm", "lora", "--config", ROOT / "adapter_config.json", "--model", model]
-            + ["--data", split_dir(data, persona.name, MAX_TOKENS), "--adapter-path", adapters, "--num-layers", "2"]
-            + ["--iters", str(SMOKE_ITERS), "--steps-per-eval", str(SMOKE_ITERS), "--save-every", str(SMOKE_ITERS)]
-            + ["--steps-per-report", "2", "--val-batches", "2"],
-            ROOT,
-            log,
-            env={"WANDB_MODE": "offline"},
-        )
-        generated = run(
-            [
-                py,
-                "-m",
-                "mlx_lm",
-                "generate",
-                "--model",
-                model,
-                "--adapter-path",
-                adapters,
-                "--prompt",
-                persona.user_message("Hash tables."),
-                "--max-tokens",
-                "8",
-            ],
-            ROOT,
-            log,
-        )
-        train_losses, val_losses = losses(train)
-        result["personas"][persona.name] = {
-            "train_losses": train_losses,
-            "val_losses": val_losses,
-            "truncation_warning": "longer than" in train,
-            "adapter": adapters / "adapters.safetensors",
-            "wandb_runs": sorted(adapters.glob("wandb/offline-run-*")),
-            # Random weights decode to arbitrary tokens, often whitespace: count what mlx_lm says it generated.
-            "generated_tokens": generated_tokens(generated),
-        }
+    for persona in load_personas(personas_file):
+        result["personas"][persona.name] = train_adapter(work, model, persona, log)
     started = time.monotonic()
     run(
         [py, ROOT / "evaluate.py", "--model", model, "--adapters", work / "adapters", "--data", data]
@@ -240,6 +186,63 @@ def run_smoke(work: Path, personas_file: Path = DEFAULT_FILE) -> dict:
     result["evaluate_seconds"] = time.monotonic() - started
     result["report"] = work / "reports" / "eval.md"
     return result
+
+
+def generate_rows(work: Path, model: Path, personas_file: Path, log: list[str]) -> None:
+    """Step 2 on WORK/papers.json into WORK/data. The default teacher, Gemini, as a loopback server speaking its
+    API (tests/fake_gemini.py) through the real google-genai client. Not the tiny model as its own teacher: its
+    noise is what the quality gate exists to refuse, and it does (tests/test_local_mlx.py); a real model as
+    teacher is tests/test_real_model.py."""
+    with FakeGemini(api_key=SMOKE_KEY) as gemini:
+        run(
+            [sys.executable, ROOT / "sdg.py", "--papers", work / "papers.json", "--out-dir", work / "data"]
+            + ["--base-url", gemini.base_url, "--rpm", "0", "--tokenizer", model, "--personas-file", personas_file],
+            ROOT,
+            log,
+            env={"GEMINI_API_KEY": SMOKE_KEY},
+        )
+
+
+def trim_and_split(work: Path, model: Path, personas_file: Path, log: list[str]) -> None:
+    """Steps 3 and 4 for every persona of the file."""
+    data, py, personas = work / "data", sys.executable, load_personas(personas_file)
+    trim = [persona_rows_path(data, persona.name) for persona in personas]
+    run([py, ROOT / "trim_jsonl.py", *trim, "--tokenizer", model, "--personas-file", personas_file], ROOT, log)
+    split = [trimmed_path(data, persona.name, MAX_TOKENS) for persona in personas]
+    run([py, ROOT / "split_data.py", *split, "--personas-file", personas_file], ROOT, log)
+
+
+def train_adapter(work: Path, model: Path, persona, log: list[str]) -> dict:
+    """Step 5 for one persona as `make train` runs it (mlx_lm lora under paper_personas.training, which keeps the
+    best checkpoint), with the repository's config as is: only what a 2-layer random model on a CPU needs
+    differs. Then `mlx_lm generate` with the adapter. Returns what problems() checks."""
+    py, adapters = sys.executable, work / "adapters" / persona.name
+    train = run(
+        [py, "-m", "paper_personas.training", "--adapter-path", adapters, "--"]
+        + [py, "-m", "mlx_lm", "lora", "--config", ROOT / "adapter_config.json", "--model", model]
+        + ["--data", split_dir(work / "data", persona.name, MAX_TOKENS), "--adapter-path", adapters]
+        + ["--num-layers", "2", "--iters", str(SMOKE_ITERS), "--steps-per-eval", str(SMOKE_ITERS)]
+        + ["--save-every", str(SMOKE_ITERS), "--steps-per-report", "2", "--val-batches", "2"],
+        ROOT,
+        log,
+        env={"WANDB_MODE": "offline"},
+    )
+    generated = run(
+        [py, "-m", "mlx_lm", "generate", "--model", model, "--adapter-path", adapters]
+        + ["--prompt", persona.user_message("Hash tables."), "--max-tokens", "8"],
+        ROOT,
+        log,
+    )
+    train_losses, val_losses = losses(train)
+    return {
+        "train_losses": train_losses,
+        "val_losses": val_losses,
+        "truncation_warning": "longer than" in train,
+        "adapter": adapters / "adapters.safetensors",
+        "wandb_runs": sorted(adapters.glob("wandb/offline-run-*")),
+        # Random weights decode to arbitrary tokens, often whitespace: count what mlx_lm says it generated.
+        "generated_tokens": generated_tokens(generated),
+    }
 
 
 def load_result(work: Path) -> dict:

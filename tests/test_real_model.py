@@ -312,7 +312,7 @@ def test_answers_decoded_together_equal_answers_decoded_one_at_a_time(real_model
     # Sections cut to unequal lengths (the prompts' padding differs) and short enough to keep the suite fast;
     # 4 prompts, 3 in flight: the fourth joins when the short answer ends, while the others are mid-answer.
     rows = training_rows(4, seed=3)
-    conversations = [[{**row["messages"][0], "content": row["messages"][0]["content"][: 400 + 500 * i]}]
+    conversations = [[{**row["messages"][0], "content": row["messages"][0]["content"][: 200 + 300 * i]}]
                      for i, row in enumerate(rows)]  # fmt: skip
     conversations[1] = [{"role": "user", "content": "What is the capital of France? One word."}]  # stops early
     for with_adapter in (False, True):
@@ -367,11 +367,11 @@ def test_the_exported_gguf_read_back_answers_as_base_plus_adapter(real_model, el
         text = eli5.user_message(section)
         assert gguf_tokenizer.encode(text) == adapted.tokenizer.encode(text)  # the GGUF's tokenizer is the model's
         assert adapted.tokenizer.encode(render_template(template, section), add_special_tokens=False) == prompt
-    base = [greedy_ids(adapted.model, adapted.tokenizer, p) for p in prompts]
+    base = greedy_ids(adapted.model, adapted.tokenizer, prompts[0])
     exported = [greedy_ids(from_gguf, gguf_tokenizer, p) for p in prompts]
     adapted.use("eli5")
     adapter = [greedy_ids(adapted.model, adapted.tokenizer, p) for p in prompts]
-    assert adapter != base  # the adapter changes the answers: a GGUF without it would not pass below
+    assert adapter[0] != base  # the adapter changes the answer: a GGUF without it would not pass below
     for mine, theirs in zip(adapter, exported, strict=True):
         assert theirs == mine, (adapted.tokenizer.decode(mine), gguf_tokenizer.decode(theirs))
     fused, _ = mlx_lm.load(str(out / "eli5"))  # the fused folder, float32, loads in mlx_lm as itself

@@ -3,6 +3,7 @@
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 from smoke import problems
+
+from paper_personas.personas import load_personas
 
 # One worker runs every test that needs the session's smoke run, so `make smoke` runs once.
 pytestmark = pytest.mark.xdist_group("smoke")
@@ -82,25 +85,31 @@ checks = { answer_words = [30, 400] }
 """
 
 
-def test_a_fourth_persona_in_a_personas_file_works_end_to_end(tmp_path):
-    """One edit, a personas file of the user's own, and every step follows: generate, trim, split, train,
-    analyze and evaluate, ending with four adapters and a four-perspective report."""
+def test_a_fourth_persona_added_to_a_finished_project_works_end_to_end(smoke_run, tmp_path):
+    """One edit, a personas file of the user's own, on a project that has run (a copy of the session's smoke
+    run): every step follows, as a user reruns them: generate, trim, split, train the new persona, then analyze
+    and evaluate, ending with four adapters and a four-perspective report."""
     from helpers import run_main
     from pdfs import make_paper_pdf
-    from smoke import run_smoke
+    from smoke import generate_rows, train_adapter, trim_and_split
 
     personas_file = tmp_path / "my-personas.toml"
     personas_file.write_text((ROOT / "personas.toml").read_text() + SOCRATIC)
-    work = tmp_path / "work"
-    result = run_smoke(work, personas_file)
-    assert list(result["personas"]) == ["eli5", "intuitive", "executive", "socratic"]
-    assert problems(result) == []
+    work, before = tmp_path / "work", smoke_run[0]
+    shutil.copytree(before, work, ignore=shutil.ignore_patterns("tiny-llama"))
+    model, log = before / "tiny-llama", []  # the model the three adapters were trained on, where it is
+    generate_rows(work, model, personas_file, log)
+    trim_and_split(work, model, personas_file, log)
+    socratic = load_personas(personas_file)[-1]
+    result = {"personas": {"socratic": train_adapter(work, model, socratic, log)}}
+    for persona in ("eli5", "intuitive", "executive"):  # the three persona files as they were: nothing lost
+        assert (work / "data" / f"{persona}.jsonl").read_bytes() == (before / "data" / f"{persona}.jsonl").read_bytes()
     rows = [json.loads(line) for line in (work / "data" / "socratic_2048" / "train.jsonl").open()]
     assert rows and all(r["messages"][0]["content"].startswith("Teach me this with questions:\n") for r in rows)
     assert all(r["messages"][1]["content"].startswith("**Questions:** ") for r in rows)
     assert all("\n\n**Answer:** " in r["messages"][1]["content"] for r in rows)
 
-    model = str(work / "tiny-llama")
+    model = str(model)
     pdf = tmp_path / "queues.pdf"
     pdf.write_bytes(make_paper_pdf("Lock-Free Queues", "Lock-free queues"))
     common = ["--model", model, "--adapters", str(work / "adapters"), "--personas-file", str(personas_file)]
@@ -115,6 +124,7 @@ def test_a_fourth_persona_in_a_personas_file_works_end_to_end(tmp_path):
     out = tmp_path / "eval"
     args = [*common, "--data", str(work / "data"), "--limit", "2", "--max-tokens", "4", "--out", str(out)]
     run_main("evaluate.py", args)
+    assert problems({**result, "report": out / "eval.md"}) == []
     socratic = json.loads((out / "eval.json").read_text())["personas"]["socratic"]["systems"]
     assert set(socratic) == {"base", "prompted", "adapter"}
     content = {"topical", "copy_share", "degenerate", "format", "rouge_l", "tokens", "loss"}

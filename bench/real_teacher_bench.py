@@ -6,6 +6,9 @@ SmolLM2-135M-Instruct as the base model, on a CPU.
     $ python bench/real_teacher_bench.py --rows ../shared/teacher-rows --personas eli5   # one persona
     $ python bench/real_teacher_bench.py ... --fresh                               # redo what an earlier run made
     $ python bench/real_teacher_bench.py ... --systems prompted adapter --limit 30  # the comparison the targets need
+    $ python bench/real_teacher_bench.py ... --set iters=76 --work .bench/search/iters76 --answers-from .bench/teacher
+                                            # one point of a recipe search: the config with one setting changed, in a
+                                            # folder of its own, reusing the prompted base's answers of another run
 
 Every step runs as a user runs it, as a command: trim_jsonl.py with the base model's tokenizer, split_data.py by
 paper (train / valid for choosing the checkpoint / test for evaluate.py: whole papers held out), `make train`'s
@@ -25,6 +28,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -117,6 +121,21 @@ def split_sizes(output: str) -> dict[str, dict[str, tuple[int, int]]]:
     return sizes
 
 
+def with_settings(config: dict, settings: list[str]) -> dict:
+    """`config` with each KEY=JSON applied; a dotted key reaches into a nested setting (lora_parameters.rank)."""
+    config = json.loads(json.dumps(config))
+    for setting in settings:
+        key, _, value = setting.partition("=")
+        *parents, name = key.split(".")
+        place = config
+        for parent in parents:
+            place = place[parent]
+        if name not in place:
+            sys.exit(f"error: --set {setting}: the config has no setting {key!r}")
+        place[name] = json.loads(value)
+    return config
+
+
 def good_split(sizes: dict, min_test: int) -> bool:
     return all(
         s.get("test", (0, 0))[0] >= min_test
@@ -146,11 +165,26 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=WORK, help=f"(default: {WORK.relative_to(ROOT)})")
     parser.add_argument("--fresh", action="store_true", help="retrain and regenerate what an earlier run made")
     parser.add_argument("--train-only", action="store_true", help="steps 3-5 only: a recipe search on val loss")
+    parser.add_argument(
+        "--set", nargs="+", default=[], metavar="KEY=JSON", help="change the config's settings (e.g. iters=76 "
+        'lora_parameters.rank=16); the config used is written to --work as config.json',
+    )  # fmt: skip
+    parser.add_argument(
+        "--answers-from", type=Path, help="an earlier run's --work: its journalled answers are reused where they "
+        "match (evaluate.py's fingerprints: same model, prompt and settings), so a recipe change regenerates only "
+        "the adapter's answers",
+    )  # fmt: skip
     args = parser.parse_args()
     started = time.monotonic()
     all_personas = [p.name for p in load_personas()]
     personas = args.personas or all_personas
+    args.work = args.work.resolve()
     config = json.loads(args.config.read_text())
+    if args.set:
+        config, args.config = with_settings(config, args.set), args.work / "config.json"
+        args.work.mkdir(parents=True, exist_ok=True)
+        if not args.config.exists() or json.loads(args.config.read_text()) != config:
+            args.config.write_text(json.dumps(config, indent=2) + "\n")
     budget, py, model = config["max_seq_length"], sys.executable, build_smollm2(CACHE)
     data, adapters, reports = args.work / "data", args.work / "adapters", args.work / "reports"
     log: list[str] = []
@@ -230,6 +264,10 @@ def main() -> int:
     if args.train_only:
         print("\n".join(report))
         return 0
+    journal = reports / "answers.journal.jsonl"
+    if args.answers_from and not journal.exists():
+        reports.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(args.answers_from / "reports" / journal.name, journal)
     t0 = time.monotonic()
     out = run(
         [py, "evaluate.py", "--model", model, "--adapters", adapters, "--data", data, "--personas", *personas]

@@ -25,6 +25,7 @@ Writes .bench/teacher/ (data, adapters, reports) and report.md there; prints the
 """
 
 import argparse
+import copy
 import json
 import os
 import re
@@ -123,7 +124,7 @@ def split_sizes(output: str) -> dict[str, dict[str, tuple[int, int]]]:
 
 def with_settings(config: dict, settings: list[str]) -> dict:
     """`config` with each KEY=JSON applied; a dotted key reaches into a nested setting (lora_parameters.rank)."""
-    config = json.loads(json.dumps(config))
+    config = copy.deepcopy(config)
     for setting in settings:
         key, _, value = setting.partition("=")
         *parents, name = key.split(".")
@@ -183,6 +184,7 @@ def main() -> int:
     if args.set:
         config, args.config = with_settings(config, args.set), args.work / "config.json"
         args.work.mkdir(parents=True, exist_ok=True)
+        # Written only when it changes: an adapter newer than its config is reused by a rerun
         if not args.config.exists() or json.loads(args.config.read_text()) != config:
             args.config.write_text(json.dumps(config, indent=2) + "\n")
     budget, py, model = config["max_seq_length"], sys.executable, build_smollm2(CACHE)

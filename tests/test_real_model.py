@@ -312,7 +312,7 @@ def test_answers_decoded_together_equal_answers_decoded_one_at_a_time(real_model
     # Sections cut to unequal lengths (the prompts' padding differs) and short enough to keep the suite fast;
     # 4 prompts, 3 in flight: the fourth joins when the short answer ends, while the others are mid-answer.
     rows = training_rows(4, seed=3)
-    conversations = [[{**row["messages"][0], "content": row["messages"][0]["content"][: 200 + 300 * i]}]
+    conversations = [[{**row["messages"][0], "content": row["messages"][0]["content"][: 400 + 500 * i]}]
                      for i, row in enumerate(rows)]  # fmt: skip
     conversations[1] = [{"role": "user", "content": "What is the capital of France? One word."}]  # stops early
     for with_adapter in (False, True):

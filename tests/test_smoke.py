@@ -109,12 +109,11 @@ def test_a_fourth_persona_added_to_a_finished_project_works_end_to_end(smoke_run
     assert all(r["messages"][1]["content"].startswith("**Questions:** ") for r in rows)
     assert all("\n\n**Answer:** " in r["messages"][1]["content"] for r in rows)
 
-    model = str(model)
     pdf = tmp_path / "queues.pdf"
     pdf.write_bytes(make_paper_pdf("Lock-Free Queues", "Lock-free queues"))
-    common = ["--model", model, "--adapters", str(work / "adapters"), "--personas-file", str(personas_file)]
+    common = ["--model", str(model), "--adapters", str(work / "adapters"), "--personas-file", str(personas_file)]
     report_path = tmp_path / "report.md"
-    analyzed = [*common, "--pdf", str(pdf), "--tokenizer", model, "--max-tokens", "4"]
+    analyzed = [*common, "--pdf", str(pdf), "--tokenizer", str(model), "--max-tokens", "4"]
     run_main("analyze.py", analyzed + ["--out", str(report_path), "--papers-dir", str(tmp_path / "papers")])
     report = json.loads(report_path.with_suffix(".json").read_text())
     assert report["personas"] == ["eli5", "intuitive", "executive", "socratic"]

@@ -16,6 +16,9 @@ word 5-gram sets have a MinHash Jaccard similarity of at least --near-duplicate 
 extracted twice). Groups, not rows, are assigned to splits, in an order fixed by --seed and pooled over all
 inputs, so no section straddles train and valid and every persona validates on the same sections. A rerun gives
 identical bytes. --check runs the same comparison over existing split folders and reports every leak.
+
+--min-prose 0.5 keeps out of train and valid the rows about pseudo-code fragments and formulas: their answers
+explain what the teacher knew of the paper, not the fragment, and teach a student to ignore its input.
 """
 
 import argparse
@@ -33,6 +36,7 @@ from paper_personas.splits import (
     SPLITS,
     assign_groups,
     dedupe,
+    drop_unreadable,
     join_groups,
     joins_text,
     leaks,
@@ -56,6 +60,7 @@ class Settings:
     test_fraction: float
     seed: int
     near_duplicate: float
+    min_prose: float  # 0: keep every row
     check: bool
     verbose: bool
 
@@ -88,11 +93,15 @@ def split_files(inputs: list[Path], personas, settings: Settings) -> None:
     log.info("%s %s after %s of near-identical sections", f"{len(groups):,}", unit, joins_text(components.joins))
     for path, rows in grouped.items():
         splits = split_rows(rows, assignment, settings.seed)
+        unreadable = drop_unreadable(splits, settings.min_prose, personas) if settings.min_prose else 0
         empty = [name for name in ("train", "valid") if not splits[name]]
         if empty:
+            fix = "generate more data or change --seed"
+            if unreadable:
+                fix = f"lower --min-prose ({unreadable:,} rows were dropped as not prose), {fix}"
             raise InputError(
                 f"{path}: no rows fall in the {' and '.join(empty)} {unit}, and mlx_lm needs "
-                f"both files. This file covers too few {unit}; generate more data or change --seed"
+                f"both files. This file covers too few {unit}; {fix}"
             )
         folder = write_splits(path, splits)
         fractions = {"valid": settings.valid_fraction, "test": settings.test_fraction}
@@ -105,7 +114,11 @@ def split_files(inputs: list[Path], personas, settings: Settings) -> None:
             for name in SPLITS
             if splits[name]
         )
-        print(f"{path}: {counts}; {files[path][1]:,} duplicates removed, {joins_text(components.joins)} -> {folder}/")
+        unread = f", {unreadable:,} not prose (train, valid)" if settings.min_prose else ""
+        print(
+            f"{path}: {counts}; {files[path][1]:,} duplicates removed{unread}, {joins_text(components.joins)} "
+            f"-> {folder}/"
+        )
 
 
 def check_folders(folders: list[Path], personas, threshold: float) -> int:
@@ -172,6 +185,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="JACCARD",
         help="sections whose word 5-grams are at least this alike are one group (default: %(default)s)",
     )
+    p.add_argument(
+        "--min-prose",
+        type=float,
+        default=0.0,
+        metavar="SHARE",
+        help="train and valid keep only rows whose section is at least this share of plain words, dropping "
+        "pseudo-code fragments and formulas (prose measures 0.75-0.95; 0.5 is the bench's setting); test keeps "
+        "every row (default: %(default)s, keep all)",
+    )
     p.add_argument("--check", action="store_true", help="report leaks in existing split folders; write nothing")
     p.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return p
@@ -188,15 +210,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--valid-fraction must be in (0, 1), --test-fraction in [0, 1), and their sum below 1")
     if not 0 < settings.near_duplicate <= 1:
         parser.error("--near-duplicate must be in (0, 1]")
+    if not 0 <= settings.min_prose <= 1:
+        parser.error("--min-prose must be in [0, 1]")
     personas = load_personas(settings.personas_file)
     inputs = settings.inputs or default_inputs(settings)
     check_inputs(inputs, settings.check)
     log.info(
-        "settings: valid=%s test=%s seed=%d near_duplicate=%s",
+        "settings: valid=%s test=%s seed=%d near_duplicate=%s min_prose=%s",
         settings.valid_fraction,
         settings.test_fraction,
         settings.seed,
         settings.near_duplicate,
+        settings.min_prose,
     )
     if settings.check:
         return 1 if check_folders(inputs, personas, settings.near_duplicate) else 0

@@ -152,6 +152,7 @@ def main() -> int:
     parser.add_argument("--personas", nargs="+", help="which personas to train and evaluate (default: all)")
     parser.add_argument("--config", type=Path, default=ROOT / "configs" / "smollm2-135m.json", help="mlx_lm config")
     parser.add_argument("--overflow", default="truncate", choices=["drop", "truncate"], help="trim_jsonl.py's")
+    parser.add_argument("--min-prose", type=float, default=0.0, help="split_data.py's (default 0: keep all)")
     parser.add_argument("--valid-fraction", type=float, default=0.2, help="share of papers (default 0.2)")
     parser.add_argument("--test-fraction", type=float, default=0.3, help="share of papers (default 0.3)")
     parser.add_argument("--seed", default="auto", help="split seed, or auto (see above)")
@@ -214,7 +215,7 @@ def main() -> int:
 
     # ----------------------------------------------------------------------------- step 4: split by paper
     split_cmd = [py, "split_data.py", *trimmed, "--valid-fraction", args.valid_fraction]
-    split_cmd += ["--test-fraction", args.test_fraction]
+    split_cmd += ["--test-fraction", args.test_fraction, "--min-prose", args.min_prose]
     seeds = range(100) if args.seed == "auto" else [int(args.seed)]
     # Splitting rewrites its files; one that ends with the same bytes keeps its time, so that an adapter trained
     # on it stays current (the seed search writes other splits on the way).
@@ -229,7 +230,11 @@ def main() -> int:
         if f.exists() and f.read_bytes() == content:
             os.utime(f, ns=(mtime, mtime))
     sizes = split_sizes(out)
-    report += [f"## Step 4: split by paper, seed {seed} ({'--seed auto' if args.seed == 'auto' else 'given'})", ""]
+    prose = f", --min-prose {args.min_prose}" if args.min_prose else ""
+    report += [
+        f"## Step 4: split by paper, seed {seed} ({'--seed auto' if args.seed == 'auto' else 'given'}){prose}",
+        "",
+    ]
     report += [f"    {line.split(' -> ')[0]}" for line in out.splitlines() if " -> " in line] + [""]
 
     # ----------------------------------------------------------------------------- step 5: train

@@ -10,6 +10,7 @@ from pathlib import Path
 from paper_personas.cli import InputError, counted
 from paper_personas.files import iter_jsonl, write_jsonl
 from paper_personas.personas import Persona, section_text
+from paper_personas.quality import prose_share
 from paper_personas.tokens import TRUNCATION_MARK
 
 SPLITS = ("train", "valid", "test")
@@ -137,6 +138,19 @@ def split_rows(rows: list[tuple[dict, str]], assignment: dict[str, str], seed: i
         out[assignment[group]].append(row)
     random.Random(seed).shuffle(out["train"])
     return out
+
+
+def drop_unreadable(splits: dict[str, list[dict]], min_prose: float, personas) -> int:
+    """Drop from train and valid the rows whose section is less than `min_prose` plain words (pseudo-code
+    fragments, formulas, table cells), in place; how many. The teacher explained such a section from what it knew
+    of the paper, not from the fragment, so the row teaches a student to answer without reading its input. The
+    test split keeps every row: it measures the sections users will bring."""
+    dropped = 0
+    for name in ("train", "valid"):
+        kept = [row for row in splits[name] if prose_share(row_section(row, personas)) >= min_prose]
+        dropped += len(splits[name]) - len(kept)
+        splits[name] = kept
+    return dropped
 
 
 def leaks(folders: dict[str, dict[str, list[tuple[str, str]]]], threshold: float) -> tuple[dict, dict]:

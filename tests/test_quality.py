@@ -142,3 +142,30 @@ def test_a_table_of_contents_is_told_from_text(text, is_contents):
     from paper_personas.quality import contents_page
 
     assert contents_page(text) is is_contents
+
+
+@pytest.mark.parametrize(
+    "text, low, high",
+    [
+        (
+            "Graph coloring is arguably the most popular topic in graph theory. It is also one of the most studied "
+            "topics in algorithms, because it is hard to approximate (see Section 2).",
+            0.9,
+            1.0,
+        ),
+        (
+            "**Fulfilling Goal 2 (MPTCP fairness):** the scheduler closes a subflow whose rate is state-of-the-art.",
+            0.9,
+            1.0,
+        ),
+        # pseudo-code as PDF extraction writes it: line numbers, symbols, Unicode's mathematical letters
+        ("**23** _𝐾_ ←− 0\n\n**24** _𝑜𝑟𝑖𝑔𝑖𝑛_ _ _𝑝𝑜𝑖𝑛𝑡_ ←− _𝑐𝑤𝑛𝑑_\n\n**25** _𝑎𝑐𝑘_ _ _𝑐𝑛𝑡_ ←− 1", 0.0, 0.0),
+        ("_𝐵𝐵𝑅.𝑠𝑡𝑎𝑡𝑒_ == _𝑃𝑟𝑜𝑏𝑒𝑅𝑇𝑇_ **then**\n\n**102** _𝐵𝐵𝑅_ _ _𝐻𝑎𝑛𝑑𝑙𝑒_ () ;", 0.05, 0.2),
+        ("| 0.91 | 12,034 | 3.2 ms |\n| 0.87 | 9,112 | 2.9 ms |", 0.1, 0.2),  # table cells: only "ms" is a word
+        ("", 0.0, 0.0),
+    ],
+)
+def test_prose_share_tells_paragraphs_from_pseudo_code_and_tables(text, low, high):
+    from paper_personas.quality import prose_share
+
+    assert low <= prose_share(text) <= high

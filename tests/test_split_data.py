@@ -271,3 +271,57 @@ def test_a_held_out_share_far_from_its_fraction_is_warned_with_the_reason(tmp_pa
         timeout=120,
     )
     assert many.returncode == 0 and "asked for" not in many.stderr, many.stderr  # 6 of 40 equal papers: 15%
+
+
+WORDS = "packet path scheduler delivers first measures every window sender receiver loss delay rate".split()
+
+
+def prose(seed: int) -> str:
+    """A paragraph of its own (sections alike are joined into one group, across papers too)."""
+    rng = random.Random(seed)
+    return " ".join(" ".join(rng.sample(WORDS, 8)).capitalize() + "." for _ in range(3))
+
+
+def pseudo_code(seed: int) -> str:
+    """Pseudo-code as PDF extraction writes it: line numbers, arrows, Unicode's mathematical letters."""
+    rng = random.Random(seed)
+    letters = "𝐾𝑜𝑟𝑖𝑔𝑛𝑝𝑡𝑐𝑤𝑑𝐶"
+    return "\n\n".join(
+        f"**{rng.randrange(100)}** _{''.join(rng.sample(letters, 4))}_ ←− _{''.join(rng.sample(letters, 3))}_ "
+        f"+ {rng.randrange(10)}"
+        for _ in range(4)
+    )
+
+
+def test_min_prose_keeps_pseudo_code_out_of_train_and_valid_and_every_row_in_test(tmp_path):
+    """The original's data holds dozens of pseudo-code fragments a teacher explained from what it knew of the
+    paper: --min-prose drops them from what the adapter learns from and picks its checkpoint by, while test keeps
+    them (it measures the sections users bring), and the papers' assignment does not change."""
+    rows = []
+    for p in range(10):
+        rows.append(chat_row(f"Explain this like I'm 5:\n{prose(p)}", paper_id=f"p{p}"))
+        rows.append(chat_row(f"Explain this like I'm 5:\n{pseudo_code(p)}", paper_id=f"p{p}", section=1))
+    path = write_rows(tmp_path / "eli5_2048.jsonl", rows)
+    args = [str(path), "--valid-fraction", "0.2", "--test-fraction", "0.2"]
+    run_main("split_data.py", args)
+    folder = path.with_suffix("")
+    before = {name: read_rows(folder / f"{name}.jsonl") for name in ("train", "valid", "test")}
+
+    out = run_main("split_data.py", [*args, "--min-prose", "0.5"]).stdout
+    after = {name: read_rows(folder / f"{name}.jsonl") for name in ("train", "valid", "test")}
+    assert "train 6 rows / 6 papers, valid 2 rows / 2 papers, test 4 rows / 2 papers" in out
+    assert "0 duplicates removed, 8 not prose (train, valid), 0 joins" in out
+    assert after["test"] == before["test"]  # the held-out rows a comparison is made on are the same rows
+    for name in ("train", "valid"):
+        assert after[name] == [r for r in before[name] if r["meta"]["section"] == 0]
+        assert {r["meta"]["paper_id"] for r in after[name]} == {r["meta"]["paper_id"] for r in before[name]}
+
+
+def test_min_prose_that_leaves_no_training_rows_says_which_setting_to_lower(tmp_path):
+    rows = [chat_row(f"Explain this like I'm 5:\n{pseudo_code(p)}", paper_id=f"p{p}") for p in range(10)]
+    path = write_rows(tmp_path / "eli5_2048.jsonl", rows)
+    result = run_script("split_data.py", str(path), "--min-prose", "0.5", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "no rows fall in the train and valid papers" in result.stderr
+    assert "lower --min-prose (10 rows were dropped as not prose)" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -144,6 +144,13 @@ def _persona(name: str, raw, where: str) -> Persona:
     if not isinstance(forbidden, list) or not all(isinstance(w, str) and w.strip() for w in forbidden):
         raise InputError(f"{where}.forbidden_words: expected a list of words")
     checks = _checks(raw.get("checks", {}), f"{where}.checks")
+    lead = checks.first_field_max_words
+    if lead is not None and fields[0].words[1] > lead:
+        raise InputError(
+            f"{where}: the first field asks for {fields[0].words[0]}-{fields[0].words[1]} words, but "
+            f"checks.first_field_max_words is {lead}: the teacher would be told a length the check then fails. Make "
+            f"the field's words fit under {lead}, or raise the check"
+        )
     return Persona(name, raw["user_prefix"], raw["instructions"], fields, tuple(w.lower() for w in forbidden), checks)
 
 

@@ -95,3 +95,15 @@ def test_help_needs_no_data_file(tmp_path, command):
         [sys.executable, *command, "--help"], capture_output=True, text=True, timeout=120, cwd=tmp_path
     )
     assert result.returncode == 0 and "usage:" in result.stdout and "Traceback" not in result.stderr
+
+
+def test_a_first_field_longer_than_its_own_check_allows_is_an_error(tmp_path):
+    """Executive asked for a one-sentence verdict of 40-220 words and checked it at 40 at most: the teacher wrote
+    one sentence, and the gate threw the unit away as too short. A file that asks for what it then fails is
+    refused."""
+    path = tmp_path / "personas.toml"
+    path.write_text(GOOD + "checks = { first_field_max_words = 30 }\n")
+    with pytest.raises(InputError, match=r"asks for 10-50 words, but checks.first_field_max_words is 30"):
+        load_personas(path)
+    path.write_text(GOOD.replace("[10, 50]", "[10, 30]") + "checks = { first_field_max_words = 30 }\n")
+    assert load_personas(path)[0].checks.first_field_max_words == 30

@@ -169,3 +169,20 @@ def test_prose_share_tells_paragraphs_from_pseudo_code_and_tables(text, low, hig
     from paper_personas.quality import prose_share
 
     assert low <= prose_share(text) <= high
+
+
+def test_a_one_sentence_verdict_as_the_real_teacher_writes_it_passes_the_gate():
+    """Gemini wrote Executive verdicts of 18 words at the median, as the instructions ask (one sentence); the
+    gate used to reject every one under 20 words, and the unit of three personas with it."""
+    personas = load_personas()
+    verdict = "Adopt it: constant-time lookups cut server cost, and no new hardware is needed."  # 13 words
+    answers = answers_schema(personas)(
+        eli5={"analogy": GOOD_FIELD, "explanation": GOOD_FIELD},
+        intuitive={"mechanism": GOOD_FIELD, "explanation": GOOD_FIELD},
+        executive={"verdict": verdict, "summary": GOOD_FIELD},
+    )
+    section = "Hash tables map each key to a slot. A lookup costs the same however many keys there are. " * 6
+    assert answers_problem(answers, personas, section) is None
+    assert degenerate_reasons(personas[2], personas[2].render({"verdict": "Adopt.", "summary": GOOD_FIELD})) == [
+        "too_short"
+    ]

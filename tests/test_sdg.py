@@ -309,17 +309,18 @@ def test_todays_personas_render_the_rows_they_always_did_byte_for_byte():
         "Give me an executive summary:\nHash tables map keys to slots.",
         "**Verdict:** Adopt it.\n\n**Summary:** Cheap and fast.",
     ]
-    # The teacher's prompt of the three personas as it was before they became data.
+    # The teacher's prompt of the three personas as it was before they became data, but for the lengths: the
+    # one-sentence verdict is asked for in 10-40 words, no longer 40-220.
     assert system_instruction(load_personas()).startswith(
         "You turn one section of a research paper into training data for three explainer personas. Answer only "
-        "from the text. Keep every field to 40-220 words, in plain prose without headings.\n\neli5: You are a "
-        "kindergarten teacher who is a master of analogies. Explain the single big idea of the text with one "
+        "from the text. Keep each field to the words given for it, in plain prose without headings.\n\neli5: You "
+        "are a kindergarten teacher who is a master of analogies. Explain the single big idea of the text with one "
         "concrete, physical analogy"
     )
     assert system_instruction(load_personas()).endswith(
         "executive: You are a sceptical venture-capital analyst. Put the bottom line first as a one-sentence "
         "verdict, then summarise value, utility, cost and hardware needs. Ignore novelty unless it changes speed "
-        "or cost."
+        "or cost. Fields: verdict 10-40 words, summary 40-220 words."
     )
 
 

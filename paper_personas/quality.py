@@ -90,9 +90,9 @@ MATH_LETTERS = re.compile("[\U0001d400-\U0001d7ff]")
 
 
 def prose_share(text: str) -> float:
-    """The share of a text's whitespace-separated tokens that are plain words. Paragraphs measure 0.75-0.95;
-    pseudo-code lines, formulas and table cells, mostly numbers, symbols and mathematical letters, measure under
-    0.45 (the teacher rows of ../shared, by section)."""
+    """The share of a text's whitespace-separated tokens that are plain words. In the teacher rows of ../shared,
+    paragraphs measure 0.75-0.95; pseudo-code in mathematical letters, formulas and table cells mostly under 0.3,
+    rarely above 0.5; pseudo-code written with words ("Choose strategy ... uniformly at random") 0.45-0.65."""
     tokens = text.split()
     plain = sum(bool(PLAIN_WORD.match(t)) and not MATH_LETTERS.search(t) for t in tokens)
     return plain / len(tokens) if tokens else 0.0

@@ -191,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=0.0,
         metavar="SHARE",
         help="train and valid keep only rows whose section is at least this share of plain words, dropping "
-        "pseudo-code fragments and formulas (prose measures 0.75-0.95; 0.5 is the bench's setting); test keeps "
+        "pseudo-code fragments and formulas (prose measures 0.75-0.95; the bench tried 0.5); test keeps "
         "every row (default: %(default)s, keep all)",
     )
     p.add_argument("--check", action="store_true", help="report leaks in existing split folders; write nothing")

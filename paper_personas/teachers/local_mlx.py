@@ -114,6 +114,9 @@ class Sequence:
     tokens: list
 
 
+MODEL_HINT = "--model must be an mlx_lm model folder or Hugging Face id"
+
+
 class MLXTeacher(Teacher):
     """A local model in this process: mlx_lm's BatchGenerator decodes every unit in flight together (up to
     --concurrency), each constrained to the schema by its own SchemaConstraint. Decoding steps run on the
@@ -121,7 +124,7 @@ class MLXTeacher(Teacher):
 
     name = "mlx"
     remote = False
-    fix_hint = "Fix the cause (--model must be an mlx_lm model folder or Hugging Face id) and rerun."
+    fix_hint = "Fix the cause above and rerun; finished rows are kept."
 
     def __init__(self, options: TeacherOptions):
         super().__init__(options)
@@ -149,11 +152,11 @@ class MLXTeacher(Teacher):
 
         model = self.options.model
         if local_path_problem(model):
-            raise FatalAPIError(f"cannot load {model!r} with mlx_lm: {local_path_problem(model)}")
+            raise FatalAPIError(f"cannot load {model!r} with mlx_lm: {local_path_problem(model)}; {MODEL_HINT}")
         try:
             self.model, self.tokenizer = mlx_lm.load(model)
         except Exception as e:  # no network for a hub id, an unsupported architecture, a broken folder
-            raise FatalAPIError(f"cannot load {model!r} with mlx_lm: {type(e).__name__}: {e}") from e
+            raise FatalAPIError(f"cannot load {model!r} with mlx_lm: {type(e).__name__}: {e}; {MODEL_HINT}") from e
         hf_tokenizer = self.tokenizer._tokenizer
         # The mask must cover every logit: the model's output layer can be larger than the tokenizer's vocabulary.
         self.eos_ids = sorted(self.tokenizer.eos_token_ids)

@@ -129,17 +129,27 @@ def run_killed_at(step: str, tmp_path, tiny_model, fake) -> None:
     fake.release.set()
 
 
-@pytest.mark.parametrize("step", ["upload", "create", "download"])
-def test_sigkill_in_any_phase_then_a_rerun_gives_a_clean_runs_rows_and_pays_once(tmp_path, tiny_model, api_key, step):
-    write_papers(tmp_path / "papers.json", papers=3)  # 18 units
+@pytest.fixture(scope="module")
+def clean_run(tmp_path_factory, tiny_model) -> dict[str, list]:
+    """The rows of an uninterrupted batch run on 3 papers (18 units): what every killed run must end with."""
+    folder = tmp_path_factory.mktemp("clean")
+    write_papers(folder / "papers.json", papers=3)
     with FakeGemini(api_key=KEY) as clean:
-        run_main("sdg.py", args_for(tmp_path, clean, tiny_model, "gemini-batch", "clean"))
+        run_main("sdg.py", args_for(folder, clean, tiny_model), env={"GEMINI_API_KEY": KEY})
+    return persona_rows(folder / "data")
+
+
+@pytest.mark.parametrize("step", ["upload", "create", "download"])
+def test_sigkill_in_any_phase_then_a_rerun_gives_a_clean_runs_rows_and_pays_once(
+    tmp_path, tiny_model, api_key, clean_run, step
+):
+    write_papers(tmp_path / "papers.json", papers=3)  # 18 units
     with FakeGemini(api_key=KEY) as fake:
         run_killed_at(step, tmp_path, tiny_model, fake)
         run_main("sdg.py", args_for(tmp_path, fake, tiny_model))
         assert sorted(fake.billed) == sorted(set(fake.billed)) and len(fake.billed) == 18  # no unit paid twice
         assert len(fake.jobs) == 1  # after a kill in create, the job is found by its display name, not re-sent
-    assert persona_rows(tmp_path / "data") == persona_rows(tmp_path / "clean")
+    assert persona_rows(tmp_path / "data") == clean_run
     events = [r["event"] for r in journal(tmp_path / "data")]
     expected = {
         "upload": ["submitting", "abandoned", "submitting", "created", "collected"],

@@ -48,14 +48,14 @@ def test_mlx_teacher_gives_only_schema_valid_answers_from_a_random_model_and_the
 ):
     """No key and no server: the tiny random Llama, constrained by llguidance, answers every unit with JSON the
     schema accepts, eight sequences decoded together. What it writes is noise, and the gate writes none of it."""
-    write_papers(tmp_path / "papers.json", papers=3)  # 18 units
+    write_papers(tmp_path / "papers.json", papers=2)  # 12 units: a batch of 8, then 4 more as slots free
     args = ["--teacher", "mlx", "--model", str(tiny_model), "--papers", str(tmp_path / "papers.json")]
-    args += ["--out-dir", str(tmp_path / "data"), "--tokenizer", str(tiny_model), "--max-output-tokens", "600"]
+    args += ["--out-dir", str(tmp_path / "data"), "--tokenizer", str(tiny_model), "--max-output-tokens", "400"]
     assert "no unit succeeded" in run_main("sdg.py", [*args, "--quality-attempts", "1"], expect=1).stderr
     data = tmp_path / "data"
     run = json.loads((data / "sdg_stats.json").read_text())["runs"][-1]
-    assert run["teacher"] == "mlx" and run["cost_usd"] == 0 and run["requests"] == 18 and run["done"] == 0
-    assert sum(run["rejections_by_reason"].values()) == 18  # every answer parsed: no invalid_json, no max_tokens
+    assert run["teacher"] == "mlx" and run["cost_usd"] == 0 and run["requests"] == 12 and run["done"] == 0
+    assert sum(run["rejections_by_reason"].values()) == 12  # every answer parsed: no invalid_json, no max_tokens
     assert set(run["rejections_by_reason"]) <= NOISE_REASONS, run["rejections_by_reason"]
     assert all(not rows(data / f"{p}.jsonl") for p in ("eli5", "intuitive", "executive"))
 
@@ -97,7 +97,7 @@ def test_ctrl_c_stops_the_local_teacher_at_once_and_the_rerun_finishes_without_d
     write_papers(tmp_path / "papers.json", papers=1)  # 6 units
     args = ["--teacher", "mlx", "--model", str(tiny_model), "--papers", str(tmp_path / "papers.json")]
     args += ["--out-dir", str(tmp_path / "data"), "--tokenizer", str(tiny_model), "--concurrency", "2"]
-    args += ["--quality-attempts", "1", "--max-output-tokens", "600"]
+    args += ["--quality-attempts", "1", "--max-output-tokens", "400"]
     process = subprocess.Popen(
         [sys.executable, str(ROOT / "sdg.py"), *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )

@@ -130,12 +130,13 @@ def training_rows(n: int, seed: int) -> list[dict]:
 
 
 def train_command(real_model, data, adapters, *flags) -> list[str]:
-    """Step 5 as `make train` runs it: paper_personas.training around mlx_lm lora, with the repository's config
-    and what a 135M model on a CPU in a test needs changed: 4 layers, batch 1, short rows, no wandb (the smoke run
-    tests it; here its start-up would cost more than training)."""
+    """Step 5 as `make train CONFIG=configs/smollm2-135m.json` runs it: paper_personas.training around mlx_lm
+    lora, with the repository's recipe for this model (no gradient checkpointing: it recomputes every forward
+    pass, and memory is not short here) and what a test needs changed: 4 layers, batch 1, short rows, no wandb
+    (the smoke run tests it; here its start-up would cost more than training)."""
     return [
         *(sys.executable, "-m", "paper_personas.training", "--adapter-path", str(adapters), *flags, "--"),
-        *(sys.executable, "-m", "mlx_lm", "lora", "--config", str(ROOT / "adapter_config.json")),
+        *(sys.executable, "-m", "mlx_lm", "lora", "--config", str(ROOT / "configs" / "smollm2-135m.json")),
         *("--model", str(real_model), "--data", str(data), "--adapter-path", str(adapters), "--num-layers", "4"),
         *("--max-seq-length", "512", "--steps-per-report", "2", "--val-batches", "2", "--batch-size", "1"),
         *("--report-to", ""),
@@ -196,17 +197,18 @@ def test_the_checkpoint_with_the_lowest_validation_loss_is_kept_and_recorded(tra
 
 def test_patience_stops_a_run_that_no_longer_improves_and_keeps_the_earliest_best(real_model, tmp_path):
     """At learning rate 0 the weights never move, so every validation loss equals the first: with patience 2
-    the run stops at its second evaluation after the first, long before its 40 steps."""
+    the run stops at its second evaluation after the first, long before its 40 steps. One step between
+    evaluations: every training step of the real model costs seconds on a CPU, even at learning rate 0."""
     write_rows(tmp_path / "data" / "train.jsonl", training_rows(6, seed=0))
     write_rows(tmp_path / "data" / "valid.jsonl", training_rows(2, seed=1))
     folder = tmp_path / "adapters" / "eli5"
     command = train_command(real_model, tmp_path / "data", folder, "--patience", "2")
     result = run_training(
-        command + ["--iters", "40", "--learning-rate", "0", "--steps-per-eval", "2", "--save-every", "2"]
+        command + ["--iters", "40", "--learning-rate", "0", "--steps-per-eval", "1", "--save-every", "1"]
     )
     assert result.returncode == 0 and "Traceback" not in result.stdout + result.stderr, result.stdout[-3000:]
     best = json.loads((folder / "best.json").read_text())
-    assert best["stopped_early"] and best["last_step"] < 40 and best["step"] == 2, best
+    assert best["stopped_early"] and best["last_step"] < 40 and best["step"] == 1, best
     assert "early stop: 2 evaluations without a lower validation loss" in result.stdout
     # Unchanged weights, the whole validation set (2 rows, batches of 1, --val-batches 2): every checkpoint's
     # measured loss is the loss mlx_lm itself reported before its first step.
@@ -310,7 +312,8 @@ def test_answers_decoded_together_equal_answers_decoded_one_at_a_time(real_model
     adapters = work / "adapters"
     persona_model = PersonaModel(str(real_model), adapters, adapter_configs(adapters, ["eli5"], str(real_model)))
     # Sections cut to unequal lengths (the prompts' padding differs) and short enough to keep the suite fast;
-    # 4 prompts, 3 in flight: the fourth joins when the short answer ends, while the others are mid-answer.
+    # 4 prompts, 3 in flight: the fourth joins when the short answer ends (11 tokens), while the others are
+    # mid-answer; 16 tokens each is enough for that, and half the time of 32 (one-at-a-time runs at 6 tokens/s).
     rows = training_rows(4, seed=3)
     conversations = [[{**row["messages"][0], "content": row["messages"][0]["content"][: 400 + 500 * i]}]
                      for i, row in enumerate(rows)]  # fmt: skip
@@ -318,11 +321,11 @@ def test_answers_decoded_together_equal_answers_decoded_one_at_a_time(real_model
     for with_adapter in (False, True):
         if with_adapter:
             persona_model.use("eli5")
-        one = [generate(persona_model.model, persona_model.tokenizer, c, 32, 0.0) for c in conversations]
-        together = persona_model.generate_batch(conversations, 32, batch_size=3, temperature=0.0)
+        one = [generate(persona_model.model, persona_model.tokenizer, c, 16, 0.0) for c in conversations]
+        together = persona_model.generate_batch(conversations, 16, batch_size=3, temperature=0.0)
         assert together == one, (with_adapter, together, one)
         if not with_adapter:
-            assert one[1][1] < 32, one[1]  # the short answer ended before the cap
+            assert one[1][1] < 16, one[1]  # the short answer ended before the cap
 
 
 def test_the_exported_gguf_read_back_answers_as_base_plus_adapter(real_model, eli5_only, trained, tmp_path):
@@ -367,22 +370,41 @@ def test_the_exported_gguf_read_back_answers_as_base_plus_adapter(real_model, el
         text = eli5.user_message(section)
         assert gguf_tokenizer.encode(text) == adapted.tokenizer.encode(text)  # the GGUF's tokenizer is the model's
         assert adapted.tokenizer.encode(render_template(template, section), add_special_tokens=False) == prompt
-    base = greedy_ids(adapted.model, adapted.tokenizer, prompts[0])
-    exported = [greedy_ids(from_gguf, gguf_tokenizer, p) for p in prompts]
+    base = greedy_ids(adapted.model, adapted.tokenizer, prompts[:1])[0]
+    exported = greedy_ids(from_gguf, gguf_tokenizer, prompts)
     adapted.use("eli5")
-    adapter = [greedy_ids(adapted.model, adapted.tokenizer, p) for p in prompts]
+    adapter = greedy_ids(adapted.model, adapted.tokenizer, prompts)
     assert adapter[0] != base  # the adapter changes the answer: a GGUF without it would not pass below
     for mine, theirs in zip(adapter, exported, strict=True):
         assert theirs == mine, (adapted.tokenizer.decode(mine), gguf_tokenizer.decode(theirs))
     fused, _ = mlx_lm.load(str(out / "eli5"))  # the fused folder, float32, loads in mlx_lm as itself
-    assert greedy_ids(fused, adapted.tokenizer, prompts[0]) == adapter[0]
+    assert greedy_ids(fused, adapted.tokenizer, prompts[:1])[0] == adapter[0]
 
 
-def greedy_ids(model, tokenizer, prompt: list[int], tokens: int = 32) -> list[int]:
-    """The first `tokens` greedy token ids after the prompt."""
-    import mlx_lm
+def greedy_ids(model, tokenizer, prompts: list[list[int]], tokens: int = 32) -> list[list[int]]:
+    """The first `tokens` greedy token ids after each prompt, the prompts decoded together (mlx_lm's
+    BatchGenerator, which gives one-at-a-time decoding's answers: the test above): on a CPU, three answers cost
+    little more than one, and both sides of every comparison here are decoded the same way."""
+    from mlx_lm.generate import BatchGenerator
     from mlx_lm.sample_utils import make_sampler
 
-    return [
-        r.token for r in mlx_lm.stream_generate(model, tokenizer, prompt, max_tokens=tokens, sampler=make_sampler(0.0))
-    ]
+    generator = BatchGenerator(
+        model,
+        max_tokens=tokens,
+        stop_tokens=[[t] for t in tokenizer.eos_token_ids],
+        sampler=make_sampler(0.0),
+        completion_batch_size=len(prompts),
+        prefill_batch_size=len(prompts),
+    )
+    try:
+        uids = generator.insert(prompts)
+        made: dict[int, list[int]] = {uid: [] for uid in uids}
+        finished: set[int] = set()
+        while len(finished) < len(uids):
+            for response in generator.next_generated():
+                made[response.uid].append(response.token)
+                if response.finish_reason:
+                    finished.add(response.uid)
+    finally:
+        generator.close()
+    return [made[uid] for uid in uids]

@@ -140,14 +140,15 @@ def split_rows(rows: list[tuple[dict, str]], assignment: dict[str, str], seed: i
     return out
 
 
-def drop_unreadable(splits: dict[str, list[dict]], min_prose: float, personas) -> int:
-    """Drop from train and valid the rows whose section is less than `min_prose` plain words (pseudo-code
-    fragments, formulas, table cells), in place; how many. The teacher explained such a section from what it knew
-    of the paper, not from the fragment, so the row teaches a student to answer without reading its input. The
-    test split keeps every row: it measures the sections users will bring."""
+def drop_unreadable(splits: dict[str, list[dict]], min_prose: float, section_of: dict[int, str]) -> int:
+    """Drop from train and valid the rows whose section (section_of[id(row)], as row_group folded it) is less
+    than `min_prose` plain words (pseudo-code fragments, formulas, table cells), in place; how many. The teacher
+    explained such a section from what it knew of the paper, not from the fragment, so the row teaches a student
+    to answer without reading its input. The test split keeps every row: it measures the sections users will
+    bring."""
     dropped = 0
     for name in ("train", "valid"):
-        kept = [row for row in splits[name] if prose_share(row_section(row, personas)) >= min_prose]
+        kept = [row for row in splits[name] if prose_share(section_of[id(row)]) >= min_prose]
         dropped += len(splits[name]) - len(kept)
         splits[name] = kept
     return dropped

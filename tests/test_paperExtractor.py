@@ -290,7 +290,7 @@ def pdf_dir_args(tmp_path, *extra):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_an_interrupt_stops_in_seconds_keeps_finished_papers_and_the_rerun_extracts_only_the_rest(tmp_path, sig):
-    for i in range(11):
+    for i in range(7):  # 2 workers: a few finish before the interrupt, most do not
         (tmp_path / "in").mkdir(exist_ok=True)
         (tmp_path / "in" / f"paper{i:02d}.pdf").write_bytes(make_paper_pdf(f"Paper {i}", f"Topic {i}"))
     cmd = [sys.executable, str(ROOT / "paperExtractor.py"), *pdf_dir_args(tmp_path)[:-1], "2"]
@@ -309,10 +309,10 @@ def test_an_interrupt_stops_in_seconds_keeps_finished_papers_and_the_rerun_extra
     leftover = subprocess.run(["pgrep", "-f", str(tmp_path / "in")], capture_output=True, text=True)
     assert leftover.stdout == ""  # no orphan worker keeps extracting
     saved = {p["id"] for p in json.loads((tmp_path / "p.json").read_text())["papers"]}
-    assert 1 <= len(saved) < 11
+    assert 1 <= len(saved) < 7
     rerun = run_cli(*pdf_dir_args(tmp_path), cwd=tmp_path)
     assert rerun.returncode == 0
-    assert f"done: {11 - len(saved)} ok, 0 failed, {len(saved)} skipped" in rerun.stdout  # nothing extracted twice
+    assert f"done: {7 - len(saved)} ok, 0 failed, {len(saved)} skipped" in rerun.stdout  # nothing extracted twice
 
 
 def test_local_names_that_collide_get_distinct_stable_ids_and_subfolders_and_upper_case_count(tmp_path):

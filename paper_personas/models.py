@@ -114,14 +114,36 @@ def generate_batch(
     Returns (text, tokens generated) per conversation, in order, as generate() would, and at temperature 0 the
     same answers (tests/test_real_model.py); on_answer(i, text, tokens) is called as each one finishes, for a
     journal or a progress bar."""
+    prompts = [tokenizer.apply_chat_template(m, add_generation_prompt=True, return_dict=False) for m in conversations]
+    answers: list[tuple[str, int]] = [("", 0)] * len(prompts)
+
+    def finished(i: int, ids: list[int]) -> None:
+        answers[i] = tokenizer.decode(ids).strip(), len(ids)
+        if on_answer is not None:
+            on_answer(i, *answers[i])
+
+    generate_token_ids(model, prompts, tokenizer.eos_token_ids, max_tokens, batch_size, temperature, finished)
+    return answers
+
+
+def generate_token_ids(
+    model,
+    prompts: list[list[int]],
+    stop_ids,
+    max_tokens: int,
+    batch_size: int = 8,
+    temperature: float = 0.0,
+    on_finished=None,
+) -> list[list[int]]:
+    """The token ids generated after each prompt (token ids), decoded together by mlx_lm's BatchGenerator, the
+    stop token left out; on_finished(i, ids) is called as each sequence ends."""
     from mlx_lm.generate import BatchGenerator
     from mlx_lm.sample_utils import make_sampler
 
-    prompts = [tokenizer.apply_chat_template(m, add_generation_prompt=True, return_dict=False) for m in conversations]
     generator = BatchGenerator(
         model,
         max_tokens=max_tokens,
-        stop_tokens=[[t] for t in tokenizer.eos_token_ids],
+        stop_tokens=[[t] for t in stop_ids],
         sampler=make_sampler(temp=temperature),
         completion_batch_size=batch_size,
         prefill_batch_size=min(batch_size, 8),
@@ -130,19 +152,18 @@ def generate_batch(
         uids = generator.insert(prompts) if prompts else []
         index = {uid: i for i, uid in enumerate(uids)}
         tokens: dict[int, list[int]] = {uid: [] for uid in uids}
-        answers: dict[int, tuple[str, int]] = {}
-        while len(answers) < len(uids):
+        done: set[int] = set()
+        while len(done) < len(uids):
             for response in generator.next_generated():
                 if response.finish_reason != "stop":  # the stop token is not part of the answer
                     tokens[response.uid].append(response.token)
                 if response.finish_reason:
-                    made = tokenizer.decode(tokens[response.uid]).strip(), len(tokens[response.uid])
-                    answers[response.uid] = made
-                    if on_answer is not None:
-                        on_answer(index[response.uid], *made)
+                    done.add(response.uid)
+                    if on_finished is not None:
+                        on_finished(index[response.uid], tokens[response.uid])
     finally:
         generator.close()
-    return [answers[uid] for uid in uids]
+    return [tokens[uid] for uid in uids]
 
 
 class PersonaModel:

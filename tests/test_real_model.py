@@ -382,29 +382,9 @@ def test_the_exported_gguf_read_back_answers_as_base_plus_adapter(real_model, el
 
 
 def greedy_ids(model, tokenizer, prompts: list[list[int]], tokens: int = 32) -> list[list[int]]:
-    """The first `tokens` greedy token ids after each prompt, the prompts decoded together (mlx_lm's
-    BatchGenerator, which gives one-at-a-time decoding's answers: the test above): on a CPU, three answers cost
-    little more than one, and both sides of every comparison here are decoded the same way."""
-    from mlx_lm.generate import BatchGenerator
-    from mlx_lm.sample_utils import make_sampler
+    """The first `tokens` greedy token ids after each prompt, the prompts decoded together (as evaluate.py does,
+    which gives one-at-a-time decoding's answers: the test above): on a CPU, three answers cost little more than
+    one, and both sides of every comparison here are decoded the same way."""
+    from paper_personas.models import generate_token_ids
 
-    generator = BatchGenerator(
-        model,
-        max_tokens=tokens,
-        stop_tokens=[[t] for t in tokenizer.eos_token_ids],
-        sampler=make_sampler(0.0),
-        completion_batch_size=len(prompts),
-        prefill_batch_size=len(prompts),
-    )
-    try:
-        uids = generator.insert(prompts)
-        made: dict[int, list[int]] = {uid: [] for uid in uids}
-        finished: set[int] = set()
-        while len(finished) < len(uids):
-            for response in generator.next_generated():
-                made[response.uid].append(response.token)
-                if response.finish_reason:
-                    finished.add(response.uid)
-    finally:
-        generator.close()
-    return [made[uid] for uid in uids]
+    return generate_token_ids(model, prompts, tokenizer.eos_token_ids, tokens, batch_size=len(prompts))

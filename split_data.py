@@ -93,8 +93,10 @@ def split_files(inputs: list[Path], personas, settings: Settings) -> None:
     log.info("%s %s after %s of near-identical sections", f"{len(groups):,}", unit, joins_text(components.joins))
     for path, rows in grouped.items():
         splits = split_rows(rows, assignment, settings.seed)
-        section_of = {id(row): section for row, _, section in keyed[path]}
-        unreadable = drop_unreadable(splits, settings.min_prose, section_of) if settings.min_prose else 0
+        unreadable = 0
+        if settings.min_prose:
+            section_of = {id(row): section for row, _, section in keyed[path]}
+            unreadable = drop_unreadable(splits, settings.min_prose, section_of)
         empty = [name for name in ("train", "valid") if not splits[name]]
         if empty:
             fix = "generate more data or change --seed"
